@@ -1,0 +1,161 @@
+"""The plugin registry: loads entry points of group "x2vlm" through pluggy, validates and builds plugins."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+from registry import hookspecs
+from registry.errors import ConfigError, DuplicatePluginError, PluginLoadError, UnknownPluginError
+from registry.spec import KINDS, BrokenPlugin, PluginInfo, PluginSpec
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginRegistry", "default_registry", "validation_error"]
+
+ENTRY_POINT_GROUP = "x2vlm"
+
+
+def _dist_of(ep: EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "<unknown distribution>", ""
+    return str(dist.metadata["Name"]), str(dist.version)
+
+
+class PluginRegistry:
+    """All plugins known to one process, keyed by (kind, name).
+
+    Built-in and third-party plugins arrive the same way: a module with an `x2vlm_provide_plugins`
+    hookimpl, registered under its entry-point name. A module that fails to import is kept as broken
+    (with its exception) and every other plugin still loads.
+    """
+
+    def __init__(self) -> None:
+        self._pm = pluggy.PluginManager("x2vlm")
+        self._pm.add_hookspecs(hookspecs)
+        self._plugins: dict[tuple[str, str], PluginInfo] = {}
+        self._broken: list[BrokenPlugin] = []
+
+    @classmethod
+    def from_entry_points(cls, group: str = ENTRY_POINT_GROUP) -> PluginRegistry:
+        """Load every entry point of `group` (each import in its own try)."""
+        registry = cls()
+        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            dist, version = _dist_of(ep)
+            try:
+                module = ep.load()
+            except Exception as error:  # noqa: BLE001 - any import failure makes that plugin broken
+                registry._broken.append(BrokenPlugin(ep.name, dist, error))
+                continue
+            registry.register_module(module, ep.name, dist, version)
+        return registry
+
+    def register_module(
+        self, module: ModuleType | object, name: str, distribution: str = "<local>", version: str = ""
+    ) -> list[PluginInfo]:
+        """Register one plugin module (an object with `x2vlm_provide_plugins`) under `name`."""
+        try:
+            self._pm.register(module, name=name)
+            self._pm.check_pending()
+            impls = [i for i in self._pm.hook.x2vlm_provide_plugins.get_hookimpls() if i.plugin_name == name]
+            specs: list[PluginSpec] = [s for impl in impls for s in impl.function()]
+            for spec in specs:
+                if not isinstance(spec, PluginSpec):
+                    raise TypeError(f"x2vlm_provide_plugins returned {type(spec).__name__}, not PluginSpec")
+        except Exception as error:  # noqa: BLE001 - a bad plugin must not take the others down
+            if self._pm.is_registered(module):
+                self._pm.unregister(module)
+            self._broken.append(BrokenPlugin(name, distribution, error))
+            return []
+        added = []
+        for spec in specs:
+            key = (spec.kind, spec.name)
+            if key in self._plugins:
+                first = self._plugins[key]
+                raise DuplicatePluginError(
+                    spec.kind, spec.name, f"{first.source} ({first.entry_point})", f"{distribution} {version} ({name})"
+                )
+            info = PluginInfo(spec, name, distribution, version)
+            self._plugins[key] = info
+            added.append(info)
+        return added
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def broken(self) -> list[BrokenPlugin]:
+        return list(self._broken)
+
+    def plugins(self, kind: str | None = None) -> list[PluginInfo]:
+        """Registered plugins, sorted by kind then name."""
+        if kind is not None and kind not in KINDS:
+            raise UnknownPluginError("kind", kind, KINDS)
+        found = [p for (k, _), p in self._plugins.items() if kind is None or k == kind]
+        return sorted(found, key=lambda p: (KINDS.index(p.spec.kind), p.spec.name))
+
+    def names(self, kind: str) -> list[str]:
+        return [p.spec.name for p in self.plugins(kind)]
+
+    def get(self, kind: str, name: str, where: str | None = None) -> PluginInfo:
+        """The plugin `name` of `kind`; an unknown name lists the names that exist."""
+        if kind not in KINDS:
+            raise UnknownPluginError("kind", kind, KINDS, where)
+        info = self._plugins.get((kind, name))
+        if info is None:
+            broken = [b for b in self._broken if b.entry_point in (f"{kind}.{name}", name)]
+            if broken:
+                raise PluginLoadError(broken[0].entry_point, broken[0].distribution, broken[0].error)
+            raise UnknownPluginError(kind, name, self.names(kind), where)
+        return info
+
+    def find(self, name: str) -> list[PluginInfo]:
+        """Plugins called `name` (of any kind), or matched as "kind.name"."""
+        kind, _, short = name.rpartition(".")
+        return [p for p in self._plugins.values() if p.spec.name == (short if kind else name)
+                and (not kind or p.spec.kind == kind)]
+
+    # ------------------------------------------------------------------ config + build
+    def validate(self, kind: str, section: Mapping[str, Any] | BaseModel, where: str) -> tuple[PluginInfo, BaseModel]:
+        """Validate a `{plugin: NAME, ...fields}` section against NAME's config model."""
+        raw = section.model_dump() if isinstance(section, BaseModel) else dict(section)
+        name = raw.pop("plugin", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.plugin", f"missing plugin name; one of: {', '.join(self.names(kind))}",
+                              name, has_value=name is not None)
+        info = self.get(kind, name, where=f"{where}.plugin")
+        try:
+            config = info.spec.config.model_validate(raw)
+        except ValidationError as error:
+            raise validation_error(error, where, f"{kind} plugin {name!r}") from None
+        return info, config
+
+    def build(self, kind: str, section: Mapping[str, Any] | BaseModel, where: str = "", **inject: object) -> object:
+        """Validate then build: `factory(config, **inject)`; `inject` passes already-built modules."""
+        info, config = self.validate(kind, section, where or kind)
+        return info.spec.factory(config, **inject)
+
+
+def validation_error(error: ValidationError, where: str, owner: str, file: str | None = None) -> ConfigError:
+    """Turn pydantic's error into a ConfigError naming the dotted path, the value and what is allowed."""
+    first = error.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    path = f"{where}.{loc}" if where and loc else (where or loc)
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+        model = error.title
+        msg += f" for {owner}" if owner else f" of {model}"
+    elif owner:
+        msg = f"{msg} ({owner})"
+    extra = f" and {len(error.errors()) - 1} more error(s)" if len(error.errors()) > 1 else ""
+    return ConfigError(path, msg + extra, first.get("input"), file=file)
+
+
+@functools.cache
+def default_registry() -> PluginRegistry:
+    """The process-wide registry, loaded from entry points on first use (never at import time)."""
+    return PluginRegistry.from_entry_points()

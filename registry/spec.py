@@ -1,0 +1,64 @@
+"""What a plugin declares: kind, name, a pydantic config model and a factory."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from pydantic import BaseModel
+
+__all__ = ["KINDS", "BrokenPlugin", "Kind", "PluginInfo", "PluginSpec"]
+
+Kind = Literal["vision", "video", "text", "fusion", "loss", "data", "task"]
+KINDS: tuple[str, ...] = get_args(Kind)
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One plugin: `factory(config, **injected)` builds it from a validated `config` instance."""
+
+    kind: Kind
+    name: str
+    config: type[BaseModel]
+    factory: Callable[..., object]
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"plugin {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if not (isinstance(self.config, type) and issubclass(self.config, BaseModel)):
+            raise TypeError(f"{self.kind} plugin {self.name!r}: config must be a pydantic BaseModel class")
+
+    @property
+    def summary(self) -> str:
+        """First line of the factory's docstring."""
+        doc = inspect.getdoc(self.factory) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A registered plugin and where it came from."""
+
+    spec: PluginSpec
+    entry_point: str
+    distribution: str
+    version: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.distribution} {self.version}".strip()
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point that failed to load; the registry keeps going without it."""
+
+    entry_point: str
+    distribution: str
+    error: BaseException = field(repr=False)
+
+    @property
+    def reason(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"
