@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands implemented in their own modules: (name, module, help). Each module has
 # `add_arguments(parser)` and `run(args) -> int`.
-_EXTRA_COMMANDS: list[tuple[str, str, str]] = []
+_EXTRA_COMMANDS: list[tuple[str, str, str]] = [
+    ("pretrain", "x2vlm_core.commands.pretrain", "pretrain per a run config, then evaluate"),
+]
 
 
 def _lazy_attr(module: str, name: str) -> Callable[[argparse.ArgumentParser], None]:

@@ -24,6 +24,7 @@ __all__ = [
     "ModelConfig",
     "PluginSection",
     "RunConfig",
+    "TokenizerPrep",
     "TrainConfig",
     "apply_overrides",
     "dump_config",
@@ -46,6 +47,10 @@ class PluginSection(BaseModel):
     def fields(self) -> dict[str, Any]:
         """The plugin's own fields (everything but `plugin` and core-owned keys)."""
         return dict(self.model_extra or {})
+
+    def plugin_section(self) -> dict[str, Any]:
+        """`{plugin: NAME, ...fields}` as the plugin sees it (core-owned keys such as `weight` removed)."""
+        return {"plugin": self.plugin, **self.fields()}
 
 
 class LossSection(PluginSection):
@@ -85,6 +90,15 @@ class DataConfig(_Strict):
     frames: int = Field(3, gt=0, description="frames per video clip")
 
 
+class TokenizerPrep(_Strict):
+    """Train a tokenizer on the run's own data before the model is built (when `out` does not exist yet)."""
+
+    out: str = Field(description="directory to write; point the text plugin's tokenizer field here")
+    kind: Literal["wordpiece", "sentencepiece"] = "wordpiece"
+    vocab_size: int = Field(2000, gt=10)
+    texts: int = Field(20000, gt=0, description="how many texts to read from the data sources")
+
+
 class TrainConfig(_Strict):
     """Optimisation and the Fabric engine."""
 
@@ -106,14 +120,16 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(500, gt=0)
     keep_last: int = Field(2, gt=0)
     out_dir: str = "runs/x2vlm"
+    tokenizer: TokenizerPrep | None = None
 
 
 class EvalConfig(_Strict):
     """What `pretrain` evaluates at the end (and `evaluate` by default)."""
 
-    tasks: list[Literal["retrieval", "grounding", "video_retrieval"]] = ["retrieval", "grounding"]
-    data: DataSourceSection | None = None
-    samples: int = Field(1000, gt=0)
+    data: list[DataSourceSection] = Field(
+        default_factory=list, description="held-out sources: image sources → retrieval + grounding, video → video retrieval"
+    )
+    samples: int = Field(1000, gt=0, description="records read from each eval source")
     rerank_k: int = Field(16, ge=0, description="ITM re-ranks the top-k of the contrastive ranking (0 = off)")
     batch_size: int = Field(64, gt=0)
 
@@ -228,7 +244,7 @@ def resolve_config(
 
 def _filled(registry: PluginRegistry, kind: str, section: PluginSection, where: str) -> dict[str, Any]:
     core = {k: getattr(section, k) for k in type(section).model_fields if k != "plugin"}
-    _, config = registry.validate(kind, {"plugin": section.plugin, **section.fields()}, where)
+    _, config = registry.validate(kind, section.plugin_section(), where)
     return {"plugin": section.plugin, **core, **config.model_dump(mode="json")}
 
 
@@ -243,8 +259,7 @@ def _fill_plugins(cfg: RunConfig, registry: PluginRegistry) -> RunConfig:
     data["data"]["sources"] = [
         _filled(registry, "data", s, f"data.sources.{i}") for i, s in enumerate(cfg.data.sources)
     ]
-    if cfg.eval.data is not None:
-        data["eval"]["data"] = _filled(registry, "data", cfg.eval.data, "eval.data")
+    data["eval"]["data"] = [_filled(registry, "data", s, f"eval.data.{i}") for i, s in enumerate(cfg.eval.data)]
     return RunConfig.model_validate(data)
 
 

@@ -219,6 +219,10 @@ class Batch:
     boxes [M, 4] (cx, cy, w, h) in [0, 1] (whole image / video = (0.5, 0.5, 1, 1));
     kind [M] long (ConceptKind); visual_id [M] long and text_id [M] long: pairs sharing either are
     positives of each other in the contrastive and matching losses.
+
+    Rows are ordered by group so losses slice without host-device syncs: whole-image pairs
+    [0, n_image), then object/region box pairs [n_image, n_image + n_box), then video pairs
+    (n_video). The counts are host ints.
     """
 
     images: Tensor
@@ -229,10 +233,22 @@ class Batch:
     kind: Tensor
     visual_id: Tensor
     text_id: Tensor
+    n_image: int
+    n_box: int
+    n_video: int
+
+    def __post_init__(self) -> None:
+        if self.n_image + self.n_box + self.n_video != self.source.shape[0]:
+            raise ValueError(
+                f"Batch: n_image + n_box + n_video = {self.n_image + self.n_box + self.n_video} "
+                f"but there are {self.source.shape[0]} pairs"
+            )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         moved = {
-            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)
+            f.name: (v.to(device, non_blocking=non_blocking) if isinstance(v, (Tensor, TokenizedText)) else v)
+            for f in fields(self)
+            for v in [getattr(self, f.name)]
         }
         return Batch(**moved)
 
@@ -240,6 +256,11 @@ class Batch:
     def size(self) -> int:
         """Number of pairs M."""
         return int(self.source.shape[0])
+
+    @property
+    def box_rows(self) -> slice:
+        """Rows of object/region pairs (whose boxes the bbox loss predicts)."""
+        return slice(self.n_image, self.n_image + self.n_box)
 
 
 # --------------------------------------------------------------------------------------- losses

@@ -80,11 +80,6 @@ def load_state_strict(
     own = module.state_dict()
     missing = sorted(k for k in own if k not in state and not allowed(k, allow_missing))
     unexpected = sorted(k for k in state if k not in own and not allowed(k, allow_unexpected))
-    shapes = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    )
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
@@ -92,10 +87,23 @@ def load_state_strict(
         problems.append(
             f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:12])}{' ...' if len(unexpected) > 12 else ''}"
         )
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:6])}")
     if problems:
+        shapes = sorted(
+            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in own
+            if k in state and state[k].shape != own[k].shape
+        )
+        if shapes:
+            problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:6])}")
         raise WeightsError(f"weights from {source} do not match {type(module).__name__}: " + "; ".join(problems))
     usable = {k: v for k, v in state.items() if k in own}
-    module.load_state_dict(usable, strict=False)  # strictness enforced above, with the allowed exceptions
+    try:
+        # Key sets were checked above (with the allowed exceptions); torch checks shapes after each
+        # module's own `_load_from_state_dict` adapted what it can (e.g. a temporal table's length).
+        module.load_state_dict(usable, strict=False)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        raise WeightsError(
+            f"weights from {source} do not match {type(module).__name__}: shape mismatch: " + "; ".join(lines[:6])
+        ) from None
     return LoadReport(loaded=frozenset(usable), missing=frozenset(k for k in own if k not in state))

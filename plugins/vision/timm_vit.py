@@ -1,0 +1,85 @@
+"""Any timm ViT-family image encoder by name (ViT, DeiT, EVA-02, BEiT, ...; timm: github.com/huggingface/pytorch-image-models).
+
+Prefix tokens ([CLS], distillation, registers) are dropped; token 0 is the mean of the normalised patch tokens.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from plugins.vision._timm_trunk import TimmArch, TimmTrunkVision
+from registry import PluginSpec, hookimpl
+from x2vlm_core.weights import load_state_file, load_state_strict
+
+__all__ = ["TIMM_HEAD_KEYS", "TimmVitVision", "TimmVitVisionConfig", "timm_state_from_checkpoint"]
+
+# Classifier parts of timm checkpoints the encoder does not use (num_classes=0, no attention pool).
+TIMM_HEAD_KEYS: tuple[str, ...] = ("head.", "head_dist.", "attn_pool.")
+
+
+class TimmVitVisionConfig(BaseModel):
+    """Config of the `timm_vit` vision plugin."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timm_name: str = Field(
+        "vit_base_patch16_224",
+        description="timm model name, e.g. vit_base_patch16_224, deit_small_patch16_224, eva02_tiny_patch14_224",
+    )
+    image_size: int = Field(224, gt=0, description="input side H = W in pixels (a multiple of the patch size)")
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth rate of the last block")
+    width: int | None = Field(None, gt=0, description="override token width D (None = the variant's)")
+    depth: int | None = Field(None, gt=0, description="override number of blocks (None = the variant's)")
+    heads: int | None = Field(None, gt=0, description="override attention heads (None = the variant's)")
+    patch_size: int | None = Field(None, gt=0, description="override patch side (None = the variant's)")
+    pretrained: str | None = Field(
+        None, description="local timm checkpoint of this model (.pth/.bin/.safetensors); None = random init"
+    )
+
+
+def timm_state_from_checkpoint(state: dict[str, Tensor], trunk: nn.Module) -> dict[str, Tensor]:
+    """Adapt a timm checkpoint to `trunk` with its family's own `checkpoint_filter_fn`.
+
+    The filter (in the module that defines the trunk's class) resizes position embeddings and patch
+    embeddings for another image / patch size; families without one get the state unchanged.
+    """
+    family = importlib.import_module(type(trunk).__module__)
+    filter_fn = getattr(family, "checkpoint_filter_fn", None)
+    if filter_fn is None:
+        return dict(state)
+    return dict(filter_fn(dict(state), trunk))
+
+
+class TimmVitVision(TimmTrunkVision):
+    """A timm ViT-family model: pixels [B, 3, H, W] -> tokens [B, 1+N, D], token 0 = mean of the patches."""
+
+    def __init__(self, config: TimmVitVisionConfig) -> None:
+        arch = TimmArch(
+            timm_name=config.timm_name,
+            image_size=config.image_size,
+            drop_path=config.drop_path,
+            width=config.width,
+            depth=config.depth,
+            heads=config.heads,
+            patch_size=config.patch_size,
+        )
+        super().__init__(arch, plugin="timm_vit")
+        self.config = config
+        if config.pretrained is not None:
+            self.load_pretrained(config.pretrained)
+
+    def load_pretrained(self, path: str) -> None:
+        """Load a timm checkpoint strictly; only classifier keys (TIMM_HEAD_KEYS) may be left over."""
+        state = timm_state_from_checkpoint(load_state_file(path), self.trunk)
+        report = load_state_strict(
+            self.trunk, state, source=f"{path} (vision plugin 'timm_vit')", allow_unexpected=TIMM_HEAD_KEYS
+        )
+        self.pretrained_keys = frozenset(f"trunk.{k}" for k in report.loaded)
+
+
+@hookimpl
+def x2vlm_provide_plugins() -> list[PluginSpec]:
+    return [PluginSpec(kind="vision", name="timm_vit", config=TimmVitVisionConfig, factory=TimmVitVision)]

@@ -1,0 +1,186 @@
+"""x2vlm_json: official line-JSON files, path and base64 images, captions, elems, bad records, sharding."""
+
+from __future__ import annotations
+
+import base64
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+from corpus_fixtures import collect, image_bytes, write_image, write_jsonl, write_truncated
+from pydantic import ValidationError
+
+from plugins.data.x2vlm_json import X2vlmJsonConfig, X2vlmJsonSource
+from registry import PluginRegistry
+from x2vlm_core.data.records import DataError
+from x2vlm_core.interfaces import ConceptKind, DataSource
+
+
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    write_image(root / "a.png", 40, 20)
+    write_image(root / "b.jpg", 10, 10, "JPEG")
+    write_truncated(root / "cut.jpg")
+    (root / "junk.png").write_bytes(b"not an image")
+    return write_jsonl(
+        tmp_path / "pairs.json",
+        [
+            {"image": "a.png", "caption": "a red  box "},
+            {"image": "b.jpg", "caption": ["one", "", "two"]},
+            {"image": "a.png", "caption": {"en": "red", "de": "rot"}},
+            {"image": "missing.png", "caption": "x"},  # missing_file
+            {"image": "cut.jpg", "caption": "x"},  # unreadable_image (truncated)
+            {"image": "junk.png", "caption": "x"},  # unreadable_image
+            {"image": "a.png", "caption": "   "},  # empty_caption
+            {"image": "a.png", "caption": 5},  # bad_json_type
+            {"image": "a.png"},  # empty_caption (missing)
+            b'{"image": "a.png", "caption": "caf\xe9"}',  # latin-1 bytes: bad_utf8
+            b"{not json",  # bad_json
+            [1, 2],  # bad_json_type
+        ],
+    )
+
+
+def test_config_rejects_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ValidationError):
+        X2vlmJsonConfig(paths=("a",), colour="red")
+    with pytest.raises(ValidationError):
+        X2vlmJsonConfig(paths=("a",), image_encoding="sniff")
+    with pytest.raises(ValidationError):
+        X2vlmJsonConfig(paths=())
+
+
+def test_reads_pairs_and_counts_every_bad_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = corpus(tmp_path)
+    source = X2vlmJsonSource(
+        X2vlmJsonConfig(paths=(str(path),), image_root=str(tmp_path / "images"), name="web")
+    )
+    assert isinstance(source, DataSource)
+    samples = collect(source, caplog)
+    assert [s.captions for s in samples] == [("a red box",), ("one", "two"), ("red",), ("rot",)]
+    assert [s.language for s in samples] == ["en", "en", "en", "de"]
+    assert samples[0].key == "pairs.json:1" and samples[3].key == "pairs.json:3#de"
+    assert samples[0].image is not None and samples[0].image.shape == (3, 20, 40)
+    assert samples[0].image.dtype == torch.uint8 and samples[0].image[0].float().mean() == 200
+    assert all(s.source == "web" for s in samples)
+    assert source.skipped == {
+        "missing_file": 1,
+        "unreadable_image": 2,
+        "empty_caption": 2,
+        "bad_json_type": 2,
+        "bad_utf8": 1,
+        "bad_json": 1,
+    }
+    assert source.counter.seen == 12 and source.counter.bad == 9
+    # each reason logged once, naming the source and the record
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 6
+    assert any("web" in w and "pairs.json:5" in w and "unreadable_image" in w for w in warnings)
+    assert "web: 12 records, 9 skipped" in source.counter.summary()
+
+
+def test_languages_filter_and_base64(tmp_path: Path) -> None:
+    blob = base64.b64encode(image_bytes(8, 6, "JPEG")).decode()
+    path = write_jsonl(
+        tmp_path / "b64.json",
+        [
+            {"binary": blob, "desc": {"en": "a", "de": "b", "fr": "c"}},
+            {"binary": "!!!not base64", "desc": "x"},
+            {"binary": blob, "desc": {"ja": "d"}},
+        ],
+    )
+    source = X2vlmJsonSource(
+        X2vlmJsonConfig(
+            paths=(str(path),), image_encoding="base64", caption_key="desc", languages=("de", "fr")
+        )
+    )
+    samples = collect(source)
+    assert [(s.language, s.captions) for s in samples] == [("de", ("b",)), ("fr", ("c",))]
+    assert samples[0].image is not None and samples[0].image.shape == (3, 6, 8)
+    assert source.skipped == {"bad_base64": 1, "missing_language": 1}
+
+
+def test_region_elems_become_concepts_with_normalised_boxes(tmp_path: Path) -> None:
+    write_image(tmp_path / "r.png", 100, 50)
+    write_jsonl(
+        tmp_path / "regions.json",
+        [
+            {
+                "image": "r.png",
+                "caption": "a scene",
+                "elems": [
+                    {"caption": "dog", "attributes": ["small", "brown"], "bb": [10, 5, 20, 10]},
+                    {"caption": "sky", "bb": [90, 40, 20, 20]},  # partly outside: clipped
+                    {"caption": "void", "bb": [200, 5, 10, 10]},  # outside: dropped
+                    {"caption": "flat", "bb": [10, 5, 0, 10]},  # zero area: dropped
+                    {"caption": "", "bb": [10, 5, 5, 5]},  # empty text: dropped
+                    {"caption": "odd", "bb": [1, 2, 3]},  # bad box: dropped
+                ],
+            },
+            {"image": "r.png", "elems": [{"caption": "cat", "bb": [0, 0, 50, 50]}]},  # no caption
+            {"image": "r.png", "caption": "", "elems": []},  # nothing usable
+        ],
+    )
+    cfg = X2vlmJsonConfig(
+        paths=(str(tmp_path / "*.json"),),
+        image_root=str(tmp_path),
+        elem_kind="object",
+        captions_required=False,
+    )
+    source = X2vlmJsonSource(cfg)
+    first, second = collect(source)
+    assert first.captions == ("a scene",)
+    dog, sky = first.concepts
+    assert dog.text == "small brown dog" and dog.kind == ConceptKind.OBJECT
+    assert dog.box == pytest.approx((0.2, 0.2, 0.2, 0.2))
+    assert sky.box == pytest.approx((0.95, 0.9, 0.1, 0.2))
+    assert second.captions == () and second.concepts[0].box == pytest.approx((0.25, 0.5, 0.5, 1.0))
+    assert source.skipped == {"box_outside_image": 1, "box_zero_area": 1, "empty_caption": 2, "bad_box": 1}
+    assert source.counter.bad == 1  # only the last line was skipped; the others lost single boxes
+    strict = X2vlmJsonSource(X2vlmJsonConfig(paths=(str(tmp_path / "*.json"),), image_root=str(tmp_path)))
+    assert len(collect(strict)) == 1 and strict.skipped["empty_caption"] >= 2
+
+
+def test_shards_split_records_without_gaps_or_duplicates(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", 4, 4)
+    lines = [{"image": "a.png", "caption": f"c{i}"} for i in range(11)]
+    write_jsonl(tmp_path / "p1.json", lines[:6])
+    write_jsonl(tmp_path / "p2.json", lines[6:])
+    cfg = X2vlmJsonConfig(paths=(str(tmp_path / "p*.json"),), image_root=str(tmp_path))
+    parts = [[s.captions[0] for s in X2vlmJsonSource(cfg, rank=r, world_size=3)] for r in range(3)]
+    flat = [c for p in parts for c in p]
+    assert sorted(flat) == sorted(f"c{i}" for i in range(11)) and len(flat) == 11
+    assert all(len(p) in (3, 4) for p in parts)
+    loader = torch.utils.data.DataLoader(X2vlmJsonSourceDataset(cfg), batch_size=None, num_workers=2)
+    assert sorted(s for s in loader) == sorted(f"c{i}" for i in range(11))
+
+
+class X2vlmJsonSourceDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+    """Yields captions only, so the DataLoader test checks the worker split, not collation."""
+
+    def __init__(self, cfg: X2vlmJsonConfig) -> None:
+        self.source = X2vlmJsonSource(cfg)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (s.captions[0] for s in self.source)
+
+
+def test_max_bad_fraction_raises_clear_error(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "bad.json", [{"image": f"m{i}.png", "caption": "x"} for i in range(20)])
+    cfg = X2vlmJsonConfig(paths=(str(path),), name="broken", max_bad_fraction=0.5, min_records=10)
+    with pytest.raises(DataError, match=r"'broken'.*10 of 10 records.*missing_file: 10"):
+        collect(X2vlmJsonSource(cfg))
+    with pytest.raises(DataError, match="no files match"):
+        X2vlmJsonSource(X2vlmJsonConfig(paths=(str(tmp_path / "nothing*.json"),)))
+
+
+def test_built_by_name_through_the_registry(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", 4, 4)
+    path = write_jsonl(tmp_path / "p.json", [{"image": "a.png", "caption": "c"}])
+    (ep,) = [e for e in entry_points(group="x2vlm") if e.name == "data.x2vlm_json"]
+    registry = PluginRegistry()  # only this module: loading every plugin would import open_clip & co
+    registry.register_module(ep.load(), ep.name)
+    section = {"plugin": "x2vlm_json", "paths": [str(path)], "image_root": str(tmp_path)}
+    source = registry.build("data", section, "data.sources.0", rank=0, world_size=1)
+    assert isinstance(source, X2vlmJsonSource) and [s.captions for s in source] == [("c",)]

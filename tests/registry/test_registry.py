@@ -1,0 +1,165 @@
+"""The registry: hookspecs, entry-point loading, errors (each message checked)."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+import registry
+from registry import (
+    KINDS,
+    DuplicatePluginError,
+    PluginLoadError,
+    PluginRegistry,
+    PluginSpec,
+    UnknownPluginError,
+    hookimpl,
+)
+from registry import hookspecs
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    size: int = 3
+
+
+def _factory(config: _Cfg) -> int:
+    """Return the size (a test plugin)."""
+    return config.size
+
+
+def _module(*specs: PluginSpec) -> types.SimpleNamespace:
+    @hookimpl
+    def x2vlm_provide_plugins() -> list[PluginSpec]:
+        return list(specs)
+
+    return types.SimpleNamespace(x2vlm_provide_plugins=x2vlm_provide_plugins)
+
+
+def test_kinds_and_hookspecs_are_pinned() -> None:
+    assert KINDS == ("vision", "video", "text", "fusion", "loss", "data", "task")
+    specs = sorted(n for n in dir(hookspecs) if n.startswith("x2vlm_"))
+    assert specs == ["x2vlm_provide_plugins"]
+    assert set(registry.__all__) >= {"hookimpl", "PluginSpec", "PluginRegistry", "default_registry"}
+
+
+def test_register_build_and_summary() -> None:
+    reg = PluginRegistry()
+    reg.register_module(_module(PluginSpec("vision", "toy", _Cfg, _factory)), "vision.toy", "toy-dist", "1.2")
+    (info,) = reg.plugins("vision")
+    assert (info.spec.name, info.distribution, info.version) == ("toy", "toy-dist", "1.2")
+    assert info.spec.summary == "Return the size (a test plugin)."
+    assert reg.build("vision", {"plugin": "toy", "size": 5}) == 5
+
+
+def test_unknown_name_lists_names_and_close_match() -> None:
+    reg = PluginRegistry()
+    reg.register_module(_module(PluginSpec("vision", "beit2", _Cfg, _factory),
+                                PluginSpec("vision", "timm_vit", _Cfg, _factory)), "m")
+    with pytest.raises(UnknownPluginError) as err:
+        reg.get("vision", "beit3", where="model.vision.plugin")
+    msg = str(err.value)
+    assert "unknown vision plugin 'beit3' (at model.vision.plugin)" in msg
+    assert "Did you mean 'beit2'?" in msg
+    assert "Available vision plugins: beit2, timm_vit." in msg
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(UnknownPluginError, match="unknown kind plugin 'visoin'.*Did you mean 'vision'"):
+        PluginRegistry().plugins("visoin")
+
+
+def test_duplicate_names_both_distributions() -> None:
+    reg = PluginRegistry()
+    reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory)), "text.bert", "x2vlm", "0.1.0")
+    with pytest.raises(DuplicatePluginError) as err:
+        reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory)), "text.mybert", "acme-nlp", "2.0")
+    msg = str(err.value)
+    assert "text plugin 'bert' is provided twice" in msg
+    assert "x2vlm 0.1.0" in msg and "acme-nlp 2.0" in msg
+
+
+def test_bad_hook_return_is_broken_not_fatal() -> None:
+    reg = PluginRegistry()
+    bad = types.SimpleNamespace(x2vlm_provide_plugins=hookimpl(lambda: ["not a spec"]))
+    reg.register_module(bad, "vision.bad", "bad-dist")
+    reg.register_module(_module(PluginSpec("vision", "good", _Cfg, _factory)), "vision.good")
+    assert [b.entry_point for b in reg.broken] == ["vision.bad"]
+    assert "not PluginSpec" in reg.broken[0].reason
+    assert reg.names("vision") == ["good"]
+
+
+def test_misspelled_hook_is_rejected() -> None:
+    reg = PluginRegistry()
+    typo = types.SimpleNamespace(x2vlm_provide_plugin=hookimpl(lambda: []))
+    reg.register_module(typo, "typo")
+    assert "x2vlm_provide_plugin" in reg.broken[0].reason
+
+
+def test_spec_validates_kind_and_config() -> None:
+    with pytest.raises(ValueError, match="kind 'vison' is not one of"):
+        PluginSpec("vison", "x", _Cfg, _factory)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="config must be a pydantic BaseModel"):
+        PluginSpec("vision", "x", dict, _factory)  # type: ignore[arg-type]
+
+
+def test_validate_reports_dotted_path_and_value() -> None:
+    reg = PluginRegistry()
+    reg.register_module(_module(PluginSpec("vision", "toy", _Cfg, _factory)), "m")
+    with pytest.raises(registry.ConfigError) as err:
+        reg.validate("vision", {"plugin": "toy", "size": "big"}, "model.vision")
+    assert "model.vision.size" in str(err.value) and "'big'" in str(err.value)
+    with pytest.raises(registry.ConfigError, match=r"model.vision.sise: unknown field for vision plugin 'toy'"):
+        reg.validate("vision", {"plugin": "toy", "sise": 1}, "model.vision")
+    with pytest.raises(registry.ConfigError, match="model.vision.plugin: missing plugin name; one of: toy"):
+        reg.validate("vision", {"size": 1}, "model.vision")
+
+
+THIRD_PARTY = '''
+from pydantic import BaseModel, ConfigDict
+from registry import PluginSpec, hookimpl
+
+class TinyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    width: int = 8
+
+def build(config):
+    """A third-party toy vision encoder."""
+    return ("tiny", config.width)
+
+@hookimpl
+def x2vlm_provide_plugins():
+    return [PluginSpec(kind="vision", name="acme_tiny", config=TinyConfig, factory=build)]
+'''
+
+
+def test_third_party_distribution_is_found(make_distribution: Callable[..., Path]) -> None:
+    make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"}, "3.1.4")
+    reg = PluginRegistry.from_entry_points()
+    info = reg.get("vision", "acme_tiny")
+    assert (info.distribution, info.version, info.entry_point) == ("acme-vision", "3.1.4", "vision.acme_tiny")
+    assert info.spec.summary == "A third-party toy vision encoder."
+    assert reg.build("vision", {"plugin": "acme_tiny", "width": 4}) == ("tiny", 4)
+
+
+def test_broken_import_keeps_others(make_distribution: Callable[..., Path]) -> None:
+    make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"})
+    make_distribution("acme-broken", "acme_broken", "import not_a_real_module_xyz\n", {"text.broken": "acme_broken"})
+    reg = PluginRegistry.from_entry_points()
+    assert "acme_tiny" in reg.names("vision")
+    (broken,) = [b for b in reg.broken if b.entry_point == "text.broken"]
+    assert broken.distribution == "acme-broken"
+    assert "ModuleNotFoundError" in broken.reason and "not_a_real_module_xyz" in broken.reason
+    with pytest.raises(PluginLoadError, match="'text.broken' from acme-broken failed to load: ModuleNotFoundError"):
+        reg.get("text", "broken")
+
+
+def test_duplicate_across_distributions(make_distribution: Callable[..., Path]) -> None:
+    make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"})
+    make_distribution("other-vision", "other_vision", THIRD_PARTY, {"vision.acme_tiny2": "other_vision"}, "9.0")
+    with pytest.raises(DuplicatePluginError, match="acme-vision 0.1.0.*other-vision 9.0"):
+        PluginRegistry.from_entry_points()

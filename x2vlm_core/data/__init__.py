@@ -1,0 +1,1 @@
+"""Data plumbing shared by the data plugins and the trainer: records, video decoding, transforms, batching."""

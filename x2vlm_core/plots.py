@@ -1,0 +1,81 @@
+"""PNG figures for a run directory, drawn with Pillow (no plotting stack needed)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+__all__ = ["plot_curves", "plot_grounding"]
+
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+            (227, 119, 194), (127, 127, 127)]
+
+
+def plot_curves(series: Mapping[str, Sequence[tuple[int, float]]], path: str | Path, title: str = "") -> Path:
+    """One small panel per series (x = step, y = value), in a grid; written as PNG."""
+    names = [n for n, pts in series.items() if pts]
+    cols = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / cols))
+    pw, ph, pad = 320, 200, 36
+    img = Image.new("RGB", (cols * pw, rows * ph + 24), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((6, 4), title, fill="black")
+    for i, name in enumerate(names):
+        pts = list(series[name])
+        x0, y0 = (i % cols) * pw, 24 + (i // cols) * ph
+        box = (x0 + pad, y0 + 16, x0 + pw - 10, y0 + ph - 22)
+        draw.rectangle(box, outline=(180, 180, 180))
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts if math.isfinite(p[1])]
+        lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1.0
+        xlo, xhi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+
+        def to_px(x: float, y: float) -> tuple[float, float]:
+            return (box[0] + (x - xlo) / (xhi - xlo) * (box[2] - box[0]),
+                    box[3] - (y - lo) / (hi - lo) * (box[3] - box[1]))
+
+        line = [to_px(x, y) for x, y in pts if math.isfinite(y)]
+        if len(line) > 1:
+            draw.line(line, fill=_COLOURS[i % len(_COLOURS)], width=2)
+        elif line:
+            draw.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=_COLOURS[0])
+        draw.text((x0 + pad, y0 + 2), name, fill="black")
+        draw.text((x0 + 2, box[1]), f"{hi:.3g}", fill=(90, 90, 90))
+        draw.text((x0 + 2, box[3] - 10), f"{lo:.3g}", fill=(90, 90, 90))
+        draw.text((box[0], box[3] + 4), f"{xlo}", fill=(90, 90, 90))
+        draw.text((box[2] - 30, box[3] + 4), f"{xhi}", fill=(90, 90, 90))
+    path = Path(path)
+    img.save(path)
+    return path
+
+
+def plot_grounding(
+    images: Tensor, texts: Sequence[str], true: Tensor, pred: Tensor, path: str | Path, columns: int = 4, scale: int = 3
+) -> Path:
+    """Grid of images (uint8 [K, 3, H, W]) with true (green) and predicted (red) boxes (cx, cy, w, h)."""
+    k, _, h, w = images.shape
+    cw, ch = w * scale, h * scale + 28
+    rows = max(1, math.ceil(k / columns))
+    canvas = Image.new("RGB", (columns * cw, rows * ch), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(k):
+        x0, y0 = (i % columns) * cw, (i // columns) * ch
+        tile = Image.fromarray(images[i].permute(1, 2, 0).to(torch.uint8).numpy()).resize((w * scale, h * scale))
+        canvas.paste(tile, (x0, y0))
+        for box, colour in ((true[i], (0, 200, 0)), (pred[i], (230, 0, 0))):
+            cx, cy, bw, bh = (float(v) for v in box)
+            draw.rectangle(
+                [x0 + (cx - bw / 2) * w * scale, y0 + (cy - bh / 2) * h * scale,
+                 x0 + (cx + bw / 2) * w * scale, y0 + (cy + bh / 2) * h * scale],
+                outline=colour, width=2,
+            )
+        draw.text((x0 + 2, y0 + h * scale + 2), texts[i][:40], fill="black")
+    path = Path(path)
+    canvas.save(path)
+    return path
