@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 # `add_arguments(parser)` and `run(args) -> int`.
 _EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("pretrain", "x2vlm_core.commands.pretrain", "pretrain per a run config, then evaluate"),
+    ("data", "x2vlm_core.commands.data", "write data shards, train tokenizers"),
 ]
 
 

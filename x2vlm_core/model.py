@@ -32,7 +32,7 @@ from x2vlm_core.interfaces import (
 __all__ = ["BboxHead", "MlmHead", "ModelOutput", "X2VLM", "build_losses", "build_modules"]
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning Fabric's wrapper walks the output and refuses frozen dataclasses
 class ModelOutput:
     """loss: weighted total (scalar); parts: each loss unweighted; logs: detached scalars to report."""
 

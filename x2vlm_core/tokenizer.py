@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -226,19 +226,20 @@ def _from_vocab_txt(file: Path, config: dict[str, object]) -> FastTokenizer:
 
 def _from_sentencepiece(file: Path) -> FastTokenizer:
     """A SentencePiece unigram `.model` in XLM-R's layout: <s> <pad> </s> <unk>, then the pieces, <mask> last."""
-    from sentencepiece import sentencepiece_model_pb2
+    from sentencepiece import sentencepiece_model_pb2 as generated
 
-    proto = sentencepiece_model_pb2.ModelProto()
+    pb: Any = generated  # protobuf-generated module: no type information
+    proto = pb.ModelProto()
     try:
         proto.ParseFromString(file.read_bytes())
     except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and friends
         raise TokenizerError(f"{file} is not a SentencePiece model: {error}") from None
-    if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.UNIGRAM:
+    if proto.trainer_spec.model_type != pb.TrainerSpec.UNIGRAM:
         raise TokenizerError(f"{file}: only SentencePiece unigram models are supported (XLM-R's kind)")
     normal, user, byte = (
-        sentencepiece_model_pb2.ModelProto.SentencePiece.NORMAL,
-        sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED,
-        sentencepiece_model_pb2.ModelProto.SentencePiece.BYTE,
+        pb.ModelProto.SentencePiece.NORMAL,
+        pb.ModelProto.SentencePiece.USER_DEFINED,
+        pb.ModelProto.SentencePiece.BYTE,
     )
     pieces = [(p.piece, float(p.score)) for p in proto.pieces if p.type in (normal, user, byte)]
     vocab = [(t, 0.0) for t in _SPM_HEAD] + pieces + [("<mask>", 0.0)]

@@ -1,0 +1,229 @@
+"""Cross-attention fusion of X²-VLM (Zeng et al., TPAMI 2023): BERT-style layers with vision cross-attention.
+
+Each layer: self-attention over text → cross-attention (text queries, vision keys/values) → FFN, each a
+post-LayerNorm residual block as in BERT. Parameter names follow transformers' BERT layers with
+cross-attention (`layer.{i}.attention.self.query`, `.crossattention.*`, `.intermediate.dense`,
+`.output.*`), so official X²-VLM fusion weights map by prefix and BERT layers copy in directly. Our own
+module because transformers 5 forces causal self-attention when BERT layers have cross-attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from registry import ConfigError, PluginSpec, hookimpl
+from x2vlm_core.interfaces import FusionEncoder, FusionOutput, TextEncoder
+
+__all__ = ["CrossAttentionFusion", "CrossAttentionFusionConfig"]
+
+
+class CrossAttentionFusionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    layers: int = Field(6, gt=0, description="fusion layers")
+    width: int = Field(768, gt=0, description="text/fusion width D")
+    heads: int = Field(12, gt=0, description="attention heads (self and cross)")
+    intermediate: int = Field(3072, gt=0, description="FFN width")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on attention probabilities and block outputs")
+    layer_norm_eps: float = Field(1e-12, gt=0.0, description="LayerNorm epsilon (BERT's value)")
+    init_from_text: list[int] | None = Field(
+        None, description="copy self-attention + FFN of these text-encoder layers (one per fusion layer, e.g. "
+        "[6, 7, 8, 9, 10, 11] for BERT-base as in the official code); cross-attention stays fresh",
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> CrossAttentionFusionConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.init_from_text is not None and len(self.init_from_text) != self.layers:
+            raise ValueError(f"init_from_text names {len(self.init_from_text)} layers but layers = {self.layers}")
+        return self
+
+
+class _Projections(nn.Module):
+    """Query from the text width, key/value from `kv_width` (names as in BERT's `attention.self`)."""
+
+    def __init__(self, width: int, kv_width: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(width, width)
+        self.key = nn.Linear(kv_width, width)
+        self.value = nn.Linear(kv_width, width)
+
+
+class _Output(nn.Module):
+    """dense → dropout → residual → LayerNorm (BERT's `attention.output` / `output`)."""
+
+    def __init__(self, in_width: int, width: int, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_width, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=eps)  # BERT's attribute name keeps weights mappable
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class _Attention(nn.Module):
+    """Multi-head SDPA attention + output block: x [B, L, D], memory [B, S, Dm], mask [B, 1|L, S] bool."""
+
+    def __init__(self, width: int, kv_width: int, heads: int, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attn_dropout = dropout
+        self.self = _Projections(width, kv_width)
+        self.output = _Output(width, width, dropout, eps)
+
+    def forward(self, x: Tensor, memory: Tensor, mask: Tensor) -> Tensor:
+        b, length, width = x.shape
+        head_dim = width // self.heads
+
+        def split(t: Tensor) -> Tensor:  # [B, S, D] -> [B, H, S, D/H]
+            return t.view(b, t.shape[1], self.heads, head_dim).transpose(1, 2)
+
+        q, k, v = split(self.self.query(x)), split(self.self.key(memory)), split(self.self.value(memory))
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask.unsqueeze(1), dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        return self.output(context.transpose(1, 2).reshape(b, length, width), x)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, width: int, intermediate: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, intermediate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.dense(x))
+
+
+class _Layer(nn.Module):
+    """self-attention → cross-attention → FFN, each post-LayerNorm residual."""
+
+    def __init__(self, config: CrossAttentionFusionConfig, vision_width: int) -> None:
+        super().__init__()
+        w, eps = config.width, config.layer_norm_eps
+        self.attention = _Attention(w, w, config.heads, config.dropout, eps)
+        self.crossattention = _Attention(w, vision_width, config.heads, config.dropout, eps)
+        self.intermediate = _Intermediate(w, config.intermediate)
+        self.output = _Output(config.intermediate, w, config.dropout, eps)
+
+    def forward(self, x: Tensor, self_mask: Tensor, vision: Tensor, cross_mask: Tensor) -> Tensor:
+        x = self.attention(x, x, self_mask)
+        x = self.crossattention(x, vision, cross_mask)
+        return self.output(self.intermediate(x), x)
+
+
+def _attendable(mask: Tensor) -> Tensor:
+    """Let query rows with no allowed key (fully padded samples) attend to every key: finite, ignored outputs."""
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+# Sub-modules of a fusion layer copied from a BERT-style text layer (cross-attention is not among them).
+_COPIED = ("attention.", "intermediate.", "output.")
+
+
+class CrossAttentionFusion(FusionEncoder):
+    """BERT-style fusion layers: text [B, L, D] + vision [B, 1+N, Dv] (+ masks) -> tokens [B, L, D]."""
+
+    def __init__(self, config: CrossAttentionFusionConfig, vision_width: int, text: TextEncoder) -> None:
+        super().__init__()
+        self.width = config.width
+        self.vision_width = vision_width
+        self.layer = nn.ModuleList(_Layer(config, vision_width) for _ in range(config.layers))
+        self.apply(_init_bert)
+        self.pretrained_keys = frozenset()
+        if config.init_from_text is not None:
+            self.pretrained_keys = self._copy_from_text(text, config)
+
+    def _copy_from_text(self, text: TextEncoder, config: CrossAttentionFusionConfig) -> frozenset[str]:
+        """Copy self-attention + FFN of text layers `init_from_text`; the keys count as pretrained only
+        where the text encoder's own weights were."""
+        hf_layers = getattr(text, "hf_layers", None)
+        if hf_layers is None:
+            raise ConfigError(
+                "init_from_text", f"fusion cross_attention: text encoder {type(text).__name__} has no BERT-style "
+                "layers to copy (use bert, xlmr or hf text plugins, or leave init_from_text unset)",
+                config.init_from_text,
+            )
+        source_layers = hf_layers()
+        if text.width != config.width or getattr(text, "num_heads", config.heads) != config.heads:
+            raise ConfigError(
+                "init_from_text", f"fusion cross_attention: text encoder has width {text.width} and "
+                f"{getattr(text, 'num_heads', '?')} heads, fusion has width {config.width} and {config.heads} "
+                "heads; they must match to copy layers", config.init_from_text,
+            )
+        eps = getattr(text, "layer_norm_eps", config.layer_norm_eps)
+        if eps != config.layer_norm_eps:
+            raise ConfigError(
+                "layer_norm_eps", f"fusion cross_attention: copied text layers use LayerNorm eps {eps}; set "
+                "layer_norm_eps to the same value", config.layer_norm_eps,
+            )
+        bad = [i for i in config.init_from_text if not 0 <= i < len(source_layers)]
+        if bad:
+            raise ConfigError(
+                "init_from_text", f"fusion cross_attention: text encoder has {len(source_layers)} layers; "
+                f"no layer {bad}", config.init_from_text,
+            )
+        prefix = _layer_prefix(text, source_layers)
+        pretrained: set[str] = set()
+        own = self.state_dict()
+        for target, source_index in enumerate(config.init_from_text):
+            source = source_layers[source_index].state_dict()
+            for key in own:
+                if not key.startswith(f"layer.{target}."):
+                    continue
+                sub = key[len(f"layer.{target}.") :]
+                if not sub.startswith(_COPIED):
+                    continue
+                if sub not in source or source[sub].shape != own[key].shape:
+                    have = tuple(source[sub].shape) if sub in source else "missing"
+                    raise ConfigError(
+                        "init_from_text", f"fusion cross_attention: text layer {source_index} has {sub}: {have}, "
+                        f"fusion needs {tuple(own[key].shape)}", config.init_from_text,
+                    )
+                with torch.no_grad():
+                    own[key].copy_(source[sub])
+                if f"{prefix}{source_index}.{sub}" in text.pretrained_keys:
+                    pretrained.add(key)
+        return frozenset(pretrained)
+
+    def forward(
+        self, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor, causal: bool = False
+    ) -> FusionOutput:
+        length = text.shape[1]
+        self_mask = text_mask[:, None, :].expand(-1, length, -1)  # [B, L, L]: key padding
+        if causal:
+            lower = torch.ones(length, length, dtype=torch.bool, device=text.device).tril()
+            self_mask = self_mask & lower
+        self_mask = _attendable(self_mask)
+        cross_mask = _attendable(vision_mask[:, None, :])  # [B, 1, 1+N]
+        x = text
+        for layer in self.layer:
+            x = layer(x, self_mask, vision, cross_mask)
+        return FusionOutput(tokens=x)
+
+
+def _layer_prefix(text: nn.Module, layers: nn.ModuleList) -> str:
+    """State-dict prefix of `layers` inside `text` (e.g. "model.encoder.layer.")."""
+    for name, module in text.named_modules():
+        if module is layers:
+            return f"{name}."
+    raise TypeError("text layers are not a sub-module of the text encoder")
+
+
+def _init_bert(module: nn.Module) -> None:
+    """BERT's initialisation: normal(0, 0.02) weights, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+@hookimpl
+def x2vlm_provide_plugins() -> list[PluginSpec]:
+    return [PluginSpec(kind="fusion", name="cross_attention", config=CrossAttentionFusionConfig,
+                       factory=CrossAttentionFusion)]

@@ -1,0 +1,168 @@
+"""Shared pieces of the transformers-backed text plugins (bert, xlmr, hf): weight files, key mapping, the module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import Tensor, nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from registry import ConfigError
+from x2vlm_core.interfaces import TextEncoder, TextOutput
+from x2vlm_core.tokenizer import FastTokenizer, load_tokenizer
+from x2vlm_core.weights import WeightsError, load_state_file, load_state_strict
+
+__all__ = [
+    "HFTextEncoder",
+    "check_architecture",
+    "hf_state_from_file",
+    "load_hf_weights",
+    "pretrained_dir",
+    "tokenizer_path",
+    "weight_files",
+]
+
+_SINGLE = ("model.safetensors", "pytorch_model.bin")
+_INDEXED = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def pretrained_dir(path: str, plugin: str) -> Path:
+    """The local HF model directory named by the `pretrained` field, or a ConfigError naming it."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ConfigError(
+            "pretrained", f"{plugin} text plugin: directory does not exist (a local HF model directory with "
+            "config.json, weights and tokenizer files; nothing is downloaded)", path,
+        )
+    if not (directory / "config.json").is_file():
+        raise ConfigError("pretrained", f"{plugin} text plugin: {directory} has no config.json", path)
+    return directory
+
+
+def tokenizer_path(path: str, plugin: str) -> FastTokenizer:
+    """Load the tokenizer named by the `tokenizer` field, or a ConfigError naming it."""
+    if not Path(path).exists():
+        raise ConfigError(
+            "tokenizer", f"{plugin} text plugin: tokenizer path does not exist (a tokenizer directory, "
+            "vocab.txt or SentencePiece .model; x2vlm_core.tokenizer.train_tokenizer makes one)", path,
+        )
+    return load_tokenizer(path)
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight file(s) of a HF model directory: single safetensors/bin, or the shards of an index."""
+    for name in _SINGLE:
+        if (directory / name).is_file():
+            return [directory / name]
+    for name in _INDEXED:
+        index = directory / name
+        if index.is_file():
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            return [directory / f for f in sorted(set(weight_map.values()))]
+    raise WeightsError(
+        f"{directory} has no {', '.join(_SINGLE + _INDEXED)}; save the model with save_pretrained first"
+    )
+
+
+def hf_state_from_file(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """A HF checkpoint's state → base-model keys: strip `prefix.` (e.g. "bert." of BertForPreTraining)
+    and rename TF-era LayerNorm `gamma`/`beta` to `weight`/`bias`. Head keys are kept (the caller allows them)."""
+    mapped: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(prefix + "."):
+            key = key[len(prefix) + 1 :]
+        if key.endswith(".gamma"):
+            key = key[: -len("gamma")] + "weight"
+        elif key.endswith(".beta"):
+            key = key[: -len("beta")] + "bias"
+        mapped[key] = value
+    return mapped
+
+
+def load_hf_weights(model: PreTrainedModel, directory: Path) -> frozenset[str]:
+    """Strictly load a HF directory's weights into the base `model`; returns the loaded keys.
+
+    Keys outside the base model's own sub-modules (task heads like cls., lm_head., classifier.), the
+    pooler (x2vlm uses token 0, not the pooler) and position-id buffers of older files are ignored
+    by name; any other mismatch is an error.
+    """
+    state: dict[str, Tensor] = {}
+    for file in weight_files(directory):
+        state.update(load_state_file(file))
+    state = hf_state_from_file(state, model.base_model_prefix)
+    children = {name for name, _ in model.named_children()}
+    heads = sorted({k.split(".")[0] + "." for k in state if k.split(".")[0] not in children})
+    report = load_state_strict(
+        model, state, source=str(directory),
+        allow_unexpected=[*heads, "pooler.", "embeddings.position_ids"],
+    )
+    return report.loaded
+
+
+def check_architecture(config: PretrainedConfig, wanted: dict[str, int | None], plugin: str) -> None:
+    """Fields set in the plugin config must agree with the pretrained config.json (HF attribute → value)."""
+    for attribute, (field, value) in _named(wanted).items():
+        if value is None:
+            continue
+        actual = getattr(config, attribute)
+        if actual != value:
+            raise ConfigError(
+                field, f"{plugin} text plugin: the pretrained model has {attribute}={actual}; leave the field "
+                "unset to take it from config.json", value,
+            )
+
+
+def _named(wanted: dict[str, int | None]) -> dict[str, tuple[str, int | None]]:
+    names = {
+        "num_hidden_layers": "layers",
+        "hidden_size": "width",
+        "num_attention_heads": "heads",
+        "intermediate_size": "intermediate",
+        "max_position_embeddings": "max_positions",
+    }
+    return {attribute: (names.get(attribute, attribute), value) for attribute, value in wanted.items()}
+
+
+class HFTextEncoder(TextEncoder):
+    """A transformers encoder (no pooler) + FastTokenizer: ids/mask [B, L] → TextOutput tokens [B, L, D]."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: FastTokenizer, pretrained_keys: frozenset[str]) -> None:
+        super().__init__()
+        vocab = int(model.get_input_embeddings().num_embeddings)
+        if tokenizer.vocab_size > vocab:
+            raise ConfigError(
+                "tokenizer", f"tokenizer has {tokenizer.vocab_size} tokens but the model's embedding table has "
+                f"{vocab} rows", tokenizer.source,
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.width = int(model.config.hidden_size)
+        # Relative to this module, as every encoder's pretrained_keys are.
+        self.pretrained_keys = frozenset(f"model.{k}" for k in pretrained_keys)
+
+    def forward(self, ids: Tensor, mask: Tensor) -> TextOutput:
+        out = self.model(input_ids=ids, attention_mask=mask.long())
+        return TextOutput(tokens=out.last_hidden_state)
+
+    def word_embeddings(self) -> nn.Embedding:
+        embedding = self.model.get_input_embeddings()
+        assert isinstance(embedding, nn.Embedding)
+        return embedding
+
+    def hf_layers(self) -> nn.ModuleList:
+        """The BERT-style transformer layers (`encoder.layer`), for fusion layers initialised from them."""
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise TypeError(f"{type(self.model).__name__} has no BERT-style encoder.layer list")
+        return layers
+
+    @property
+    def layer_norm_eps(self) -> float:
+        """LayerNorm epsilon of the layers (from the HF config; BERT 1e-12, XLM-R 1e-5)."""
+        return float(getattr(self.model.config, "layer_norm_eps", 1e-12))
+
+    @property
+    def num_heads(self) -> int:
+        """Attention heads per layer (from the HF config)."""
+        return int(self.model.config.num_attention_heads)

@@ -1,0 +1,108 @@
+"""XLM-RoBERTa text encoder (Conneau et al., 2020) via transformers: a local pretrained directory or random init.
+
+X²-VLM's multilingual setting swaps this in for BERT. RoBERTa numbers positions from pad_id + 1, so
+`max_positions` usable positions need max_positions + pad_id + 1 embedding rows (514 for XLM-R's 512).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from transformers import XLMRobertaConfig, XLMRobertaModel
+
+from plugins.text._hf import (
+    HFTextEncoder,
+    check_architecture,
+    load_hf_weights,
+    pretrained_dir,
+    tokenizer_path,
+)
+from registry import ConfigError, PluginSpec, hookimpl
+from x2vlm_core.tokenizer import load_tokenizer
+
+__all__ = ["XlmrText", "XlmrTextConfig"]
+
+
+class XlmrTextConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    pretrained: str | None = Field(
+        None, description="local HF XLM-R directory (config.json, model.safetensors or pytorch_model.bin, "
+        "tokenizer.json or sentencepiece .model); unset = random init",
+    )
+    tokenizer: str | None = Field(
+        None, description="random init only: tokenizer dir / SentencePiece .model; vocabulary size comes from it",
+    )
+    layers: int | None = Field(None, gt=0, description="transformer layers (unset: config.json, or 12)")
+    width: int | None = Field(None, gt=0, description="hidden width D (unset: config.json, or 768)")
+    heads: int | None = Field(None, gt=0, description="attention heads (unset: config.json, or 12)")
+    intermediate: int | None = Field(None, gt=0, description="FFN width (unset: config.json, or 3072)")
+    max_positions: int | None = Field(None, gt=0, description="usable positions (unset: config.json, or 512)")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="hidden and attention dropout")
+
+    @model_validator(mode="after")
+    def _source(self) -> XlmrTextConfig:
+        if self.pretrained is None and self.tokenizer is None:
+            raise ValueError("set `pretrained` (a local HF XLM-R directory) or `tokenizer` (for random init)")
+        if self.pretrained is not None and self.tokenizer is not None:
+            raise ValueError("`tokenizer` is for random init only; a pretrained directory brings its own")
+        width, heads = self.width or 768, self.heads or 12
+        if self.pretrained is None and width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        return self
+
+
+class XlmrText(HFTextEncoder):
+    """XLM-R encoder (transformers, SDPA attention): ids/mask [B, L] -> tokens [B, L, D] (token 0 = <s>)."""
+
+    def __init__(self, config: XlmrTextConfig) -> None:
+        if config.pretrained is not None:
+            directory = pretrained_dir(config.pretrained, "xlmr")
+            hf_config = XLMRobertaConfig.from_pretrained(str(directory))
+            offset = int(hf_config.pad_token_id) + 1
+            check_architecture(hf_config, {
+                "num_hidden_layers": config.layers,
+                "hidden_size": config.width,
+                "num_attention_heads": config.heads,
+                "intermediate_size": config.intermediate,
+            }, "xlmr")
+            if config.max_positions is not None and config.max_positions + offset != hf_config.max_position_embeddings:
+                raise ConfigError(
+                    "max_positions", f"xlmr text plugin: the pretrained model has "
+                    f"{hf_config.max_position_embeddings - offset} usable positions; leave the field unset",
+                    config.max_positions,
+                )
+            tokenizer = load_tokenizer(directory)
+            if tokenizer.pad_id != hf_config.pad_token_id:
+                # RoBERTa derives position ids from the pad id, so the two must agree.
+                raise ConfigError(
+                    "pretrained", f"xlmr text plugin: tokenizer pad id {tokenizer.pad_id} != config.json "
+                    f"pad_token_id {hf_config.pad_token_id}", config.pretrained,
+                )
+            hf_config.hidden_dropout_prob = hf_config.attention_probs_dropout_prob = config.dropout
+            hf_config._attn_implementation = "sdpa"
+            model = XLMRobertaModel(hf_config, add_pooling_layer=False)
+            super().__init__(model, tokenizer, load_hf_weights(model, directory))
+            return
+        assert config.tokenizer is not None  # the validator guarantees one source
+        tokenizer = tokenizer_path(config.tokenizer, "xlmr")
+        hf_config = XLMRobertaConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=config.width or 768,
+            num_hidden_layers=config.layers or 12,
+            num_attention_heads=config.heads or 12,
+            intermediate_size=config.intermediate or 3072,
+            max_position_embeddings=(config.max_positions or 512) + tokenizer.pad_id + 1,
+            type_vocab_size=1,
+            layer_norm_eps=1e-5,  # xlm-roberta-base's value (transformers' default is BERT's 1e-12)
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.dropout,
+            pad_token_id=tokenizer.pad_id,
+            bos_token_id=tokenizer.cls_id,
+            eos_token_id=tokenizer.sep_id,
+        )
+        hf_config._attn_implementation = "sdpa"
+        super().__init__(XLMRobertaModel(hf_config, add_pooling_layer=False), tokenizer, frozenset())
+
+
+@hookimpl
+def x2vlm_provide_plugins() -> list[PluginSpec]:
+    return [PluginSpec(kind="text", name="xlmr", config=XlmrTextConfig, factory=XlmrText)]

@@ -1,0 +1,200 @@
+"""MLM: which tokens are chosen (k per row, specials, whole words), 80/10/10, loss vs a loop reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from plugins.loss import mlm
+from plugins.loss.mlm import MlmLoss, MlmLossConfig, _random_non_special, mask_tokens
+from registry import PluginRegistry
+from x2vlm_core.interfaces import StepState, TokenizedText
+
+if TYPE_CHECKING:
+    from tests.plugins.loss.conftest import FakeContext
+
+SPECIAL = (0, 1, 2, 3, 4)  # pad, cls, sep, mask, unk
+MASK_ID = 3
+
+
+def _texts(rows: int, length: int, vocab: int, seed: int, max_word: int = 3) -> TokenizedText:
+    """[CLS] tokens [SEP] pads, a sprinkling of [UNK]s inside; words of 1..max_word sub-tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.zeros((rows, length), dtype=torch.long)
+    word_ids = torch.full((rows, length), -1, dtype=torch.long)
+    for r in range(rows):
+        n = int(torch.randint(0, length - 1, (1,), generator=g))
+        ids[r, 0] = 1
+        ids[r, 1 : 1 + n] = torch.randint(5, vocab, (n,), generator=g)
+        ids[r, 1 + n] = 2
+        word, pos = 0, 1
+        while pos < 1 + n:
+            size = int(torch.randint(1, max_word + 1, (1,), generator=g))
+            word_ids[r, pos : min(pos + size, 1 + n)] = word
+            word, pos = word + 1, pos + size
+        if n >= 4:  # an [UNK] keeps its word id (like a real tokenizer) but is special
+            ids[r, 2] = 4
+    return TokenizedText(ids=ids, mask=ids != 0, word_ids=word_ids)
+
+
+def _candidates(text: TokenizedText) -> torch.Tensor:
+    return text.mask & (text.word_ids >= 0) & ~torch.isin(text.ids, torch.tensor(SPECIAL))
+
+
+def _chosen(masked: mlm.MaskedText, shape: torch.Size) -> torch.Tensor:
+    """Token positions [M, L] the layout marks valid; each at most once."""
+    hits = torch.zeros(shape, dtype=torch.long).scatter_add(1, masked.positions, masked.valid.long())
+    assert int(hits.max()) <= 1, "a position appears twice in the layout"
+    return hits.bool()
+
+
+def test_config_validation_and_registry() -> None:
+    with pytest.raises(ValidationError):
+        MlmLossConfig(span=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="must be 1"):
+        MlmLossConfig(p_mask=0.5, p_random=0.1, p_keep=0.1)
+    with pytest.raises(ValidationError):
+        MlmLossConfig(max_masks=0)
+    registry = PluginRegistry()
+    registry.register_module(mlm, "loss.mlm")
+    built = registry.build("loss", {"plugin": "mlm", "mask_ratio": 0.5, "whole_word": False})
+    assert isinstance(built, MlmLoss) and built.config.mask_ratio == 0.5
+    assert built.state_dict() == {}  # parameters (MLM head) live in the model
+
+
+@pytest.mark.parametrize(("ratio", "max_masks", "length"), [(0.4, 12, 30), (0.5, 4, 16), (0.15, 12, 8)])
+def test_k_tokens_per_row_and_specials_untouched(ratio: float, max_masks: int, length: int) -> None:
+    text = _texts(300, length, vocab=50, seed=1)
+    config = MlmLossConfig(mask_ratio=ratio, max_masks=max_masks, whole_word=False)
+    masked = mask_tokens(text, SPECIAL, 50, MASK_ID, config, torch.Generator().manual_seed(0))
+    assert masked.positions.shape == masked.labels.shape == masked.valid.shape == (300, max_masks)
+    candidates = _candidates(text)
+    count = candidates.sum(-1)
+    expected = [min(max_masks, max(1, round(ratio * int(c)))) if c > 0 else 0 for c in count]
+    assert masked.valid.sum(-1).tolist() == expected
+    chosen = _chosen(masked, text.ids.shape)
+    assert not bool((chosen & ~candidates).any()), "a special or pad token was chosen"
+    assert torch.equal(masked.ids[~chosen], text.ids[~chosen])
+    assert torch.equal(masked.labels[masked.valid], text.ids.gather(1, masked.positions)[masked.valid])
+
+
+def test_whole_words_are_chosen_together() -> None:
+    text = _texts(400, 24, vocab=50, seed=2)
+    config = MlmLossConfig(mask_ratio=0.4, max_masks=12, whole_word=True)
+    masked = mask_tokens(text, SPECIAL, 50, MASK_ID, config, torch.Generator().manual_seed(1))
+    chosen = _chosen(masked, text.ids.shape)
+    candidates = _candidates(text)
+    assert not bool((chosen & ~candidates).any())
+    total_words = 0
+    for r in range(400):
+        c = int(candidates[r].sum())
+        k = min(12, max(1, round(0.4 * c))) if c else 0
+        got = int(chosen[r].sum())
+        assert got <= max(k, 3) and (got >= 1) == (c >= 1)  # a first word longer than k is kept whole
+        words = {}
+        for p in range(24):
+            if candidates[r, p]:
+                words.setdefault(int(text.word_ids[r, p]), []).append(bool(chosen[r, p]))
+        for flags in words.values():
+            assert all(flags) or not any(flags), f"row {r}: a word was split {flags}"
+        total_words += sum(all(f) for f in words.values())
+    assert total_words > 400  # several words per row on average, not just the first
+
+
+def test_80_10_10_split_and_random_tokens_are_not_special() -> None:
+    vocab = 1000
+    text = _texts(4000, 32, vocab=vocab, seed=3)
+    config = MlmLossConfig(mask_ratio=0.4, max_masks=12, whole_word=False)
+    masked = mask_tokens(text, SPECIAL, vocab, MASK_ID, config, torch.Generator().manual_seed(2))
+    chosen = _chosen(masked, text.ids.shape)
+    n = int(chosen.sum())
+    assert n > 20000
+    new, old = masked.ids[chosen], text.ids[chosen]
+    frac_mask = float((new == MASK_ID).float().mean())
+    frac_random = float(((new != MASK_ID) & (new != old)).float().mean())
+    frac_keep = float((new == old).float().mean())
+    assert frac_mask == pytest.approx(0.8, abs=0.01)
+    assert frac_random == pytest.approx(0.1 * (1 - 1 / (vocab - 5)), abs=0.008)
+    assert frac_keep == pytest.approx(0.1, abs=0.008)
+    assert not bool(torch.isin(new[new != MASK_ID], torch.tensor(SPECIAL)).any())
+
+
+def test_random_ids_are_uniform_over_non_special() -> None:
+    draws = _random_non_special(torch.Size([60000]), 10, (0, 3, 9, 3), torch.device("cpu"), None)
+    counts = torch.bincount(draws, minlength=10).float() / 60000
+    allowed = [1, 2, 4, 5, 6, 7, 8]
+    assert counts[[0, 3, 9]].sum().item() == 0
+    torch.testing.assert_close(counts[allowed], torch.full((7,), 1 / 7), atol=0.01, rtol=0)
+
+
+def test_short_texts_and_empty_rows() -> None:
+    ids = torch.tensor([[1, 7, 8, 2, 0, 0], [1, 2, 0, 0, 0, 0], [1, 4, 2, 0, 0, 0]])
+    word_ids = torch.tensor([[-1, 0, 0, -1, -1, -1], [-1] * 6, [-1, 0, -1, -1, -1, -1]])
+    text = TokenizedText(ids=ids, mask=ids != 0, word_ids=word_ids)
+    masked = mask_tokens(text, SPECIAL, 20, MASK_ID, MlmLossConfig(), torch.Generator().manual_seed(0))
+    assert masked.positions.shape == (3, 12)  # layout wider than the text: padded, invalid
+    assert masked.valid.sum(-1).tolist() == [2, 0, 0]  # whole word of two sub-tokens; nothing else maskable
+    assert sorted(masked.positions[0][masked.valid[0]].tolist()) == [1, 2]
+
+
+def test_loss_matches_hand_computed_reference(
+    fake_model: FakeContext, make_state: Callable[..., StepState]
+) -> None:
+    state = make_state(fake_model, length=12)
+    config = MlmLossConfig(max_masks=5)
+    torch.manual_seed(11)
+    out = MlmLoss(config)(fake_model, state)
+    torch.manual_seed(11)
+    tok = fake_model.tokenizer
+    special = (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.unk_id)
+    masked = mask_tokens(state.batch.text, special, tok.vocab_size, tok.mask_id, config)
+    # Logits were computed only at the [M, max_masks] layout.
+    assert fake_model.mlm_inputs[0].shape == (state.batch.size, 5, 8)
+    mask = state.batch.text.mask
+    with torch.no_grad():
+        fused = fake_model.fuse(
+            fake_model.encode_text(masked.ids, mask), mask, state.visual, state.visual_mask
+        )
+    losses, hits = [], []
+    for r in range(state.batch.size):
+        for p, label, v in zip(
+            masked.positions[r].tolist(), masked.labels[r].tolist(), masked.valid[r].tolist()
+        ):
+            if v:
+                assert label == int(state.batch.text.ids[r, p])
+                logits = fake_model.mlm_head(fused[r, p]).detach()
+                losses.append(float(F.cross_entropy(logits[None], torch.tensor([label]))))
+                hits.append(int(logits.argmax()) == label)
+    assert len(losses) >= state.batch.size
+    assert out.loss.item() == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+    assert out.logs["acc"].item() == pytest.approx(sum(hits) / len(hits))
+    out.loss.backward()
+    assert fake_model.embed.weight.grad is not None and state.bank.grad is not None
+
+
+def test_all_empty_texts_give_zero_loss_with_graph(
+    fake_model: FakeContext, make_state: Callable[..., StepState]
+) -> None:
+    state = make_state(fake_model)
+    ids = torch.zeros_like(state.batch.text.ids)
+    ids[:, 0], ids[:, 1] = 1, 2
+    empty = TokenizedText(ids=ids, mask=ids != 0, word_ids=torch.full_like(ids, -1))
+    batch = type(state.batch)(**{**state.batch.__dict__, "text": empty})
+    out = MlmLoss(MlmLossConfig())(fake_model, StepState(**{**state.__dict__, "batch": batch}))
+    assert out.loss.item() == 0.0 and out.loss.requires_grad
+    out.loss.backward()
+
+
+def test_forward_has_no_host_device_sync(
+    fake_model: FakeContext, make_state: Callable[..., StepState], no_host_sync: Callable[[], object]
+) -> None:
+    state = make_state(fake_model, visual_id=[0, 0, 1, 2, 3, 4, 5, 6])
+    with no_host_sync():  # type: ignore[attr-defined]
+        out = MlmLoss(MlmLossConfig())(fake_model, state)
+        out.loss.backward()
+    assert bool(torch.isfinite(out.loss))
