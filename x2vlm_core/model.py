@@ -128,6 +128,20 @@ class X2VLM(nn.Module):
             max_text_len=cfg.max_text_len,
         )
 
+    def with_losses(self, losses: Mapping[str, tuple[LossModule, float]]) -> X2VLM:
+        """The same modules and heads (shared, not copied) with another set of losses (e.g. fine-tuning)."""
+        other = X2VLM.__new__(X2VLM)
+        nn.Module.__init__(other)
+        for name, child in self.named_children():
+            if name != "losses":
+                setattr(other, name, child)
+        other.temp = self.temp
+        other.video = self.video
+        other.max_text_len, other.temperature_range = self.max_text_len, self.temperature_range
+        other.losses = nn.ModuleDict({name: module for name, (module, _) in losses.items()})
+        other.loss_weights = {name: float(weight) for name, (_, weight) in losses.items()}
+        return other
+
     # ------------------------------------------------------------------ encoders
     @property
     def tokenizer(self) -> Tokenizer:

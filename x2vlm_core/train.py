@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from x2vlm_core.interfaces import Batch
 from x2vlm_core.model import X2VLM
 from x2vlm_core.optim import build_optimizer, build_scheduler
 
-__all__ = ["Progress", "TrainResult", "make_fabric", "pretrain"]
+__all__ = ["ModelFactory", "Progress", "TrainResult", "fit", "make_fabric", "pretrain"]
 
 log = logging.getLogger("x2vlm.train")
 
@@ -128,7 +128,34 @@ def pretrain(
     progress: bool = True,
     evaluate: bool = True,
 ) -> TrainResult:
-    """Train per `cfg` (resuming from the newest complete checkpoint when asked), then evaluate."""
+    """Pretrain a model built from `cfg.model` (resuming from the newest complete checkpoint when asked)."""
+    registry = registry or default_registry()
+
+    def build() -> tuple[X2VLM, set[str]]:
+        model = X2VLM.from_config(cfg.model, cfg.losses, registry)
+        return model, {n for n, _ in model.named_parameters()} - model.pretrained_parameter_names()
+
+    return fit(cfg, build, op="pretrain", resume=resume, registry=registry, progress=progress, evaluate=evaluate)
+
+
+ModelFactory = Callable[[], tuple[X2VLM, set[str]]]
+
+
+def fit(
+    cfg: RunConfig,
+    build_model: ModelFactory,
+    op: str,
+    lineage: Sequence[dict[str, object]] = (),
+    resume: bool = False,
+    registry: PluginRegistry | None = None,
+    progress: bool = True,
+    evaluate: bool = True,
+) -> TrainResult:
+    """Train the model that `build_model()` returns (model, names of its new parameters) per `cfg`.
+
+    `build_model` runs after Fabric launched and seeded, on every rank. `op` and `lineage` (the source
+    checkpoint's lineage, if any) are recorded in every checkpoint written. Used by pretrain and finetune.
+    """
     registry = registry or default_registry()
     run_dir = Path(cfg.train.out_dir)
     fabric = make_fabric(cfg)
@@ -142,8 +169,7 @@ def pretrain(
     fabric.barrier()  # type: ignore[attr-defined]
     fabric.seed_everything(cfg.train.seed)  # type: ignore[attr-defined]
 
-    model = X2VLM.from_config(cfg.model, cfg.losses, registry)
-    new = {n for n, _ in model.named_parameters()} - model.pretrained_parameter_names()
+    model, new = build_model()
     start, state = 0, None
     if resume:
         ckpt = latest_checkpoint(run_dir)
@@ -215,7 +241,7 @@ def pretrain(
             )
             if main:
                 save_checkpoint(run_dir, model, step, cfg, trainer_state, keep_last=cfg.train.keep_last,
-                                lineage=[{"op": "pretrain", "step": step}], new_parameters=new)
+                                lineage=[*lineage, {"op": op, "step": step}], new_parameters=new)
             fabric.barrier()  # type: ignore[attr-defined]
     bar.close()
 
