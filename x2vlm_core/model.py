@@ -111,6 +111,10 @@ class X2VLM(nn.Module):
         self.loss_weights = {name: float(weight) for name, (_, weight) in losses.items()}
         for head in (self.text_to_fusion, self.vision_proj, self.text_proj, self.itm_head, self.bbox_head, self.mlm_head):
             head.apply(_init_weights)
+        embeddings = text.word_embeddings()
+        if text.width == fusion.width and embeddings.weight.shape == self.mlm_head.decoder.weight.shape:
+            # As in BERT (and the official code): the MLM decoder shares the input word embeddings.
+            self.mlm_head.decoder.weight = embeddings.weight
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -298,15 +302,17 @@ class X2VLM(nn.Module):
         return names
 
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameter count per checkpoint part (shared vision weights counted once)."""
-        counts = {}
+        """Parameter count per checkpoint part; a tensor shared between parts (the vision weights under
+        video, the tied MLM decoder) counts once, in the first part that holds it."""
+        counts, seen = {}, set()
         for name in self.module_names():
             if name == "heads":
                 modules = [m for n, m in self.named_children() if n not in ("vision", "video", "text", "fusion")]
                 params = [p for m in modules for p in m.parameters()] + [self.temp]
             else:
                 params = list(getattr(self, name).parameters())
-            counts[name] = sum(p.numel() for p in params)
+            counts[name] = sum(p.numel() for p in params if id(p) not in seen)
+            seen |= {id(p) for p in params}
         return counts
 
 
