@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import Any
@@ -49,7 +49,7 @@ class PluginRegistry:
             dist, version = _dist_of(ep)
             try:
                 module = ep.load()
-            except Exception as error:  # noqa: BLE001 - any import failure makes that plugin broken
+            except Exception as error:
                 registry._broken.append(BrokenPlugin(ep.name, dist, error))
                 continue
             registry.register_module(module, ep.name, dist, version)
@@ -63,11 +63,11 @@ class PluginRegistry:
             self._pm.register(module, name=name)
             self._pm.check_pending()
             impls = [i for i in self._pm.hook.x2vlm_provide_plugins.get_hookimpls() if i.plugin_name == name]
-            specs: list[PluginSpec] = [s for impl in impls for s in impl.function()]
+            specs: list[PluginSpec] = [s for impl in impls for s in list(impl.function())]  # type: ignore[call-overload]
             for spec in specs:
                 if not isinstance(spec, PluginSpec):
                     raise TypeError(f"x2vlm_provide_plugins returned {type(spec).__name__}, not PluginSpec")
-        except Exception as error:  # noqa: BLE001 - a bad plugin must not take the others down
+        except Exception as error:
             if self._pm.is_registered(module):
                 self._pm.unregister(module)
             self._broken.append(BrokenPlugin(name, distribution, error))
@@ -152,7 +152,10 @@ def validation_error(error: ValidationError, where: str, owner: str, file: str |
     elif owner:
         msg = f"{msg} ({owner})"
     extra = f" and {len(error.errors()) - 1} more error(s)" if len(error.errors()) > 1 else ""
-    return ConfigError(path, msg + extra, first.get("input"), file=file)
+    value = first.get("input")
+    # a whole section as "the value" would bury the message; scalars and short lists are shown
+    shown = not isinstance(value, dict) and len(repr(value)) <= 200
+    return ConfigError(path, msg + extra, value if shown else None, file=file, has_value=shown)
 
 
 @functools.cache

@@ -37,7 +37,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     header = ("KIND", "NAME", "DISTRIBUTION", "VERSION", "SUMMARY")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+        print("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     for b in broken:
         print(f"BROKEN  {b.entry_point}  {b.distribution}  {b.reason}")
     return 0
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("pretrain", "x2vlm_core.commands.pretrain", "pretrain per a run config, then evaluate"),
     ("data", "x2vlm_core.commands.data", "write data shards, train tokenizers"),
+    ("evaluate", "x2vlm_core.commands.evaluate", "evaluate a checkpoint: retrieval, grounding, video retrieval"),
+    ("reassemble", "x2vlm_core.commands.reassemble", "swap a checkpoint's text encoder (e.g. to XLM-R) without re-pretraining"),
+    ("finetune", "x2vlm_core.commands.finetune", "fine-tune a checkpoint on a task (retrieval), multilingual evaluation"),
 ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from registry import ConfigError, PluginRegistry, default_registry, validation_error
 
@@ -121,6 +121,12 @@ class TrainConfig(_Strict):
     keep_last: int = Field(2, gt=0)
     out_dir: str = "runs/x2vlm"
     tokenizer: TokenizerPrep | None = None
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainConfig:
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps})")
+        return self
 
 
 class EvalConfig(_Strict):

@@ -29,7 +29,7 @@ from x2vlm_core.interfaces import (
     VisionOutput,
 )
 
-__all__ = ["BboxHead", "MlmHead", "ModelOutput", "X2VLM", "build_losses", "build_modules"]
+__all__ = ["X2VLM", "BboxHead", "MlmHead", "ModelOutput", "build_losses", "build_modules"]
 
 
 @dataclass  # not frozen: Lightning Fabric's wrapper walks the output and refuses frozen dataclasses
@@ -230,7 +230,7 @@ class X2VLM(nn.Module):
         torch.distributed.all_gather(chunks, padded)
         rank = torch.distributed.get_rank()
         chunks[rank] = x
-        return torch.cat([c[:n] for c, n in zip(chunks, sizes)])
+        return torch.cat([c[:n] for c, n in zip(chunks, sizes, strict=True)])
 
     def rank_offset(self, local: int) -> int:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):

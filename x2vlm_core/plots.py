@@ -36,11 +36,7 @@ def plot_curves(series: Mapping[str, Sequence[tuple[int, float]]], path: str | P
         hi = hi if hi > lo else lo + 1.0
         xlo, xhi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
 
-        def to_px(x: float, y: float) -> tuple[float, float]:
-            return (box[0] + (x - xlo) / (xhi - xlo) * (box[2] - box[0]),
-                    box[3] - (y - lo) / (hi - lo) * (box[3] - box[1]))
-
-        line = [to_px(x, y) for x, y in pts if math.isfinite(y)]
+        line = [_to_px(x, y, box, (xlo, xhi), (lo, hi)) for x, y in pts if math.isfinite(y)]
         if len(line) > 1:
             draw.line(line, fill=_COLOURS[i % len(_COLOURS)], width=2)
         elif line:
@@ -53,6 +49,12 @@ def plot_curves(series: Mapping[str, Sequence[tuple[int, float]]], path: str | P
     path = Path(path)
     img.save(path)
     return path
+
+
+def _to_px(x: float, y: float, box: tuple[int, int, int, int], xr: tuple[float, float],
+           yr: tuple[float, float]) -> tuple[float, float]:
+    return (box[0] + (x - xr[0]) / (xr[1] - xr[0]) * (box[2] - box[0]),
+            box[3] - (y - yr[0]) / (yr[1] - yr[0]) * (box[3] - box[1]))
 
 
 def plot_grounding(

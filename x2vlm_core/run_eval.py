@@ -18,7 +18,7 @@ from x2vlm_core.evaluate import evaluate_grounding, evaluate_retrieval
 from x2vlm_core.interfaces import ConceptKind, Sample
 from x2vlm_core.model import X2VLM
 
-__all__ = ["EvalSet", "evaluate_run", "format_table", "load_eval_set"]
+__all__ = ["EvalSet", "encode_eval_set", "evaluate_run", "format_table", "load_eval_set"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def load_eval_set(section: DataSourceSection, where: str, samples: int, image_si
 
 
 @torch.no_grad()
-def _encode(model: X2VLM, data: EvalSet, batch_size: int) -> Tensor:
+def encode_eval_set(model: X2VLM, data: EvalSet, batch_size: int) -> Tensor:
+    """The set's visuals → model tokens [K, 1+N, Dv] (images or videos, normalised as the vision encoder expects)."""
     device = model.temp.device
     v = model.vision
     chunks = []
@@ -80,7 +81,7 @@ def evaluate_run(model: X2VLM, cfg: RunConfig, registry: PluginRegistry, run_dir
     e = cfg.eval
     for i, section in enumerate(e.data):
         data = load_eval_set(section, f"eval.data.{i}", e.samples, model.vision.image_size, registry)
-        tokens = _encode(model, data, e.batch_size)
+        tokens = encode_eval_set(model, data, e.batch_size)
         n = tokens.shape[0]
         prefix = "video_retrieval/" if data.video else "retrieval/"
         metrics = evaluate_retrieval(model, tokens, data.captions, torch.arange(n), e.rerank_k, e.batch_size)

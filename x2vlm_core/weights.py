@@ -35,7 +35,7 @@ def load_state_file(path: str | Path, key: str | None = None) -> dict[str, Tenso
         return dict(load_file(str(path)))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is the same user error
+    except Exception as error:
         raise WeightsError(
             f"cannot read {path} with weights_only=True ({type(error).__name__}: {error}); "
             "convert it to safetensors or a plain state dict"

@@ -18,8 +18,8 @@ from registry import (
     PluginSpec,
     UnknownPluginError,
     hookimpl,
+    hookspecs,
 )
-from registry import hookspecs
 
 
 class _Cfg(BaseModel):
@@ -69,7 +69,7 @@ def test_unknown_name_lists_names_and_close_match() -> None:
 
 
 def test_unknown_kind() -> None:
-    with pytest.raises(UnknownPluginError, match="unknown kind plugin 'visoin'.*Did you mean 'vision'"):
+    with pytest.raises(UnknownPluginError, match=r"unknown kind plugin 'visoin'.*Did you mean 'vision'"):
         PluginRegistry().plugins("visoin")
 
 
@@ -115,7 +115,7 @@ def test_validate_reports_dotted_path_and_value() -> None:
     assert "model.vision.size" in str(err.value) and "'big'" in str(err.value)
     with pytest.raises(registry.ConfigError, match=r"model.vision.sise: unknown field for vision plugin 'toy'"):
         reg.validate("vision", {"plugin": "toy", "sise": 1}, "model.vision")
-    with pytest.raises(registry.ConfigError, match="model.vision.plugin: missing plugin name; one of: toy"):
+    with pytest.raises(registry.ConfigError, match=r"model.vision.plugin: missing plugin name; one of: toy"):
         reg.validate("vision", {"size": 1}, "model.vision")
 
 
@@ -154,12 +154,12 @@ def test_broken_import_keeps_others(make_distribution: Callable[..., Path]) -> N
     (broken,) = [b for b in reg.broken if b.entry_point == "text.broken"]
     assert broken.distribution == "acme-broken"
     assert "ModuleNotFoundError" in broken.reason and "not_a_real_module_xyz" in broken.reason
-    with pytest.raises(PluginLoadError, match="'text.broken' from acme-broken failed to load: ModuleNotFoundError"):
+    with pytest.raises(PluginLoadError, match=r"'text.broken' from acme-broken failed to load: ModuleNotFoundError"):
         reg.get("text", "broken")
 
 
 def test_duplicate_across_distributions(make_distribution: Callable[..., Path]) -> None:
     make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"})
     make_distribution("other-vision", "other_vision", THIRD_PARTY, {"vision.acme_tiny2": "other_vision"}, "9.0")
-    with pytest.raises(DuplicatePluginError, match="acme-vision 0.1.0.*other-vision 9.0"):
+    with pytest.raises(DuplicatePluginError, match=r"acme-vision 0.1.0.*other-vision 9.0"):
         PluginRegistry.from_entry_points()
