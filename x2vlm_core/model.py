@@ -61,11 +61,38 @@ class MlmHead(nn.Module):
 
     def __init__(self, width: int, vocab_size: int) -> None:
         super().__init__()
-        self.transform = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width))
+        self.transform = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width, eps=1e-12))  # BERT's eps
         self.decoder = nn.Linear(width, vocab_size)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.decoder(self.transform(tokens))
+
+
+def _gather_rows(x: Tensor, sizes: list[int]) -> Tensor:
+    """cat over ranks of each rank's first sizes[r] rows (padded to max(sizes) for all_gather)."""
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[: x.shape[0]] = x.detach()
+    chunks = [torch.empty_like(padded) for _ in sizes]
+    torch.distributed.all_gather(chunks, padded)
+    chunks[torch.distributed.get_rank()] = x
+    return torch.cat([c[:n] for c, n in zip(chunks, sizes, strict=True)])
+
+
+class _GatherRows(torch.autograd.Function):
+    """_gather_rows whose backward all-reduces (sums) the gradient over ranks and returns this rank's rows."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, sizes: list[int]) -> Tensor:
+        ctx.sizes = sizes  # type: ignore[attr-defined]
+        return _gather_rows(x.detach(), sizes)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        sizes: list[int] = ctx.sizes  # type: ignore[attr-defined]
+        grad = grad.contiguous().clone()  # all_reduce works in place; autograd may share `grad`
+        torch.distributed.all_reduce(grad)
+        start = sum(sizes[: torch.distributed.get_rank()])
+        return grad[start : start + sizes[torch.distributed.get_rank()]], None
 
 
 class X2VLM(nn.Module):
@@ -217,20 +244,21 @@ class X2VLM(nn.Module):
 
     # ------------------------------------------------------------------ distributed
     def gather(self, x: Tensor) -> Tensor:
-        """All-gather along dim 0 across ranks; gradients flow only through this rank's slice."""
+        """All-gather along dim 0 across ranks (sizes may differ); identity on one process.
+
+        The backward pass sums the gathered gradient over ranks and keeps this rank's slice, so each
+        rank's features also receive the gradient of the other ranks' losses: with DDP's gradient
+        averaging, training equals one process on the global batch (tests/x2vlm_core/test_train.py).
+        """
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return x
-        world = torch.distributed.get_world_size()
-        if world == 1:
+        if torch.distributed.get_world_size() == 1:
             return x
         sizes = self._gathered_sizes(x.shape[0])
-        padded = x.new_zeros((max(sizes), *x.shape[1:]))
-        padded[: x.shape[0]] = x.detach()
-        chunks = [torch.empty_like(padded) for _ in range(world)]
-        torch.distributed.all_gather(chunks, padded)
-        rank = torch.distributed.get_rank()
-        chunks[rank] = x
-        return torch.cat([c[:n] for c, n in zip(chunks, sizes, strict=True)])
+        if x.requires_grad:
+            out: Tensor = _GatherRows.apply(x, sizes)
+            return out
+        return _gather_rows(x, sizes)
 
     def rank_offset(self, local: int) -> int:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):

@@ -52,7 +52,7 @@ BASE = {
     },
     "losses": [{"plugin": "contrastive", "weight": 1.0}],
     "data": {"sources": [{"plugin": "toydata", "weight": 2.0}], "image_pairs": 4},
-    "train": {"steps": 10},
+    "train": {"steps": 10, "warmup_steps": 1},
 }
 
 
