@@ -5,14 +5,19 @@ Layout of `<run>/checkpoints/step-00000100/`:
                          sha256/size of every other file, new parameter names, lineage
     vision.safetensors   (video.safetensors), text.safetensors, fusion.safetensors, heads.safetensors
     tokenizer/           the text tokenizer (`Tokenizer.save`)
+    assets/<part>/       what a part's exported config needs to rebuild it (e.g. HF config.json, tokenizer)
     trainer.pt           optimizer, scheduler, (grad scaler), RNG states: tensors/lists only (weights_only)
     trainer.json         step and the data position (JSON)
+Each module part also records an exported config (`export_config` of the module): fields that rebuild
+the same architecture with no file outside the checkpoint; `${checkpoint}` in it stands for the
+checkpoint directory, so a checkpoint can be moved (x2vlm_core/loading.py rebuilds models from it).
 A checkpoint is written into a `.tmp-*` directory, fsynced and renamed into place, so a crash leaves
 either the complete directory or nothing under its final name; `latest_checkpoint` verifies hashes.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
 import json
@@ -34,6 +39,7 @@ from torch import Tensor
 
 from registry import PluginError
 from x2vlm_core.config import RunConfig
+from x2vlm_core.interfaces import CHECKPOINT_VAR
 from x2vlm_core.model import X2VLM
 from x2vlm_core.weights import WeightsError, load_state_file, load_state_strict
 
@@ -66,6 +72,7 @@ _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
 _MODULE_PARTS = ("vision", "video", "text", "fusion")
 _CHUNK = 1 << 20
+_ASSETS = "assets"
 
 
 class CheckpointError(PluginError):
@@ -98,6 +105,10 @@ class PartRecord(_Frozen):
     config: dict[str, Any]
     file: str
     aliases: dict[str, Alias] = Field(default_factory=dict, description="key -> where its tensor is stored")
+    exported: dict[str, Any] | None = Field(
+        None, description="plugin fields that rebuild the architecture from files inside the checkpoint "
+        f"({CHECKPOINT_VAR} = its directory); None for the heads and for checkpoints written before exports",
+    )
 
 
 class Manifest(_Frozen):
@@ -350,6 +361,54 @@ def _part_record(part: str, config: RunConfig) -> tuple[str | None, dict[str, An
     return str(data.pop("plugin")), data
 
 
+def _export_part(model: X2VLM, part: str, config: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """The module's `export_config` with its assets in `<checkpoint>/assets/<part>/`, paths made relative."""
+    module = getattr(model, part)
+    asset_dir = checkpoint / _ASSETS / part
+    asset_dir.mkdir(parents=True)
+    exported = module.export_config(copy.deepcopy(config), asset_dir)
+    if not isinstance(exported, dict):
+        raise CheckpointError(
+            f"{type(module).__name__}.export_config (part {part!r}) returned {type(exported).__name__}, not a dict"
+        )
+    exported = _json_checked(_relocate(exported, asset_dir, f"{CHECKPOINT_VAR}/{_ASSETS}/{part}"),
+                             f"the exported config of part {part!r}")
+    if not any(asset_dir.iterdir()):
+        asset_dir.rmdir()
+    _warn_external(part, exported)
+    return dict(exported)
+
+
+def _relocate(value: Any, asset_dir: Path, reference: str) -> Any:
+    """Strings naming `asset_dir` or a path inside it → `reference` + the rest; other values unchanged."""
+    if isinstance(value, dict):
+        return {k: _relocate(v, asset_dir, reference) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relocate(v, asset_dir, reference) for v in value]
+    if isinstance(value, str) and value:
+        try:
+            rest = Path(value).relative_to(asset_dir)
+        except ValueError:
+            return value
+        return reference if rest == Path(".") else f"{reference}/{rest.as_posix()}"
+    return value
+
+
+def _warn_external(part: str, value: Any) -> None:
+    """Warn about strings that name existing files outside the checkpoint (a plugin whose export misses them)."""
+    if isinstance(value, dict):
+        for v in value.values():
+            _warn_external(part, v)
+    elif isinstance(value, list):
+        for v in value:
+            _warn_external(part, v)
+    elif isinstance(value, str) and value.strip() and not value.startswith(CHECKPOINT_VAR) and Path(value).exists():
+        logger.warning(
+            "the exported config of checkpoint part %r still names %s outside the checkpoint; the plugin's "
+            "export_config should copy it into its asset directory, or the checkpoint cannot be moved", part, value,
+        )
+
+
 def _clean_leftovers(root: Path, keep: Path | None = None) -> None:
     """Remove `.tmp-*` / `.trash-*` directories left by interrupted saves (only the writer calls this)."""
     for entry in root.iterdir():
@@ -405,7 +464,11 @@ def save_checkpoint(
             plugin, part_config = _part_record(part, config)
             file = f"{part}.safetensors"
             save_file(tensors, str(tmp / file), metadata={"x2vlm_part": part, "step": str(step)})
-            parts[part] = PartRecord(plugin=plugin, config=part_config, file=file, aliases=aliases)
+            exported = None if part == "heads" else _export_part(model, part, part_config, tmp)
+            parts[part] = PartRecord(plugin=plugin, config=part_config, file=file, aliases=aliases,
+                                     exported=exported)
+        if (tmp / _ASSETS).is_dir() and not any((tmp / _ASSETS).iterdir()):
+            (tmp / _ASSETS).rmdir()
         (tmp / "tokenizer").mkdir()
         model.tokenizer.save(str(tmp / "tokenizer"))
         if trainer_state is not None:

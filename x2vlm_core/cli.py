@@ -131,6 +131,7 @@ _EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("evaluate", "x2vlm_core.commands.evaluate", "evaluate a checkpoint: retrieval, grounding, video retrieval"),
     ("reassemble", "x2vlm_core.commands.reassemble", "swap a checkpoint's text encoder (e.g. to XLM-R) without re-pretraining"),
     ("finetune", "x2vlm_core.commands.finetune", "fine-tune a checkpoint on a task (retrieval), multilingual evaluation"),
+    ("convert-official", "x2vlm_core.commands.convert_official", "import an official X²-VLM checkpoint (.pth)"),
 ]
 
 

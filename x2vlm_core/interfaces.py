@@ -10,12 +10,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "CHECKPOINT_VAR",
     "Batch",
     "Concept",
     "ConceptKind",
@@ -97,7 +99,31 @@ class Tokenizer(Protocol):
 
 
 # --------------------------------------------------------------------------------------- modules
-class VisionEncoder(nn.Module):
+# Stands for the checkpoint directory in exported configs; replaced by the real path when loading.
+CHECKPOINT_VAR = "${checkpoint}"
+
+
+class _Exportable(nn.Module):
+    """What every plugin module base (vision, video, text, fusion) shares: `export_config`."""
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """Plugin config that rebuilds this module's architecture with NO external files.
+
+        Args:
+            config: this plugin's own validated fields (JSON values, no `plugin` key).
+            asset_dir: an empty directory inside the checkpoint being written; write here whatever the
+                rebuild needs (tokenizer, model config JSON) and return those paths as `str(path)`:
+                the checkpoint records them as `${checkpoint}/...`, so it can be moved or copied.
+        Returns:
+            fields that build the SAME architecture (with random weights: the checkpoint's weights
+            are loaded strictly afterwards), with pretrained-weight files dropped and paths outside
+            the checkpoint replaced by assets. This default returns `config` unchanged, which is right
+            for plugins whose config names no file.
+        """
+        return dict(config)
+
+
+class VisionEncoder(_Exportable):
     """pixels [B, 3, H, W] → VisionOutput tokens [B, 1+N, D].
 
     Attributes set by subclasses: width (D), grid (patch rows, cols), image_size, mean/std (pixel
@@ -117,8 +143,17 @@ class VisionEncoder(nn.Module):
     def forward(self, pixels: Tensor) -> VisionOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def state_from_original(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Map a state dict in the original release's naming of this encoder (e.g. unilm BEiT-2 for
+        `beit2`) onto this module's state-dict keys and shapes; unknown keys are kept so a strict load
+        reports them. The official-checkpoint converter (x2vlm_core.convert_official) calls this."""
+        raise NotImplementedError(
+            f"vision plugin {type(self).__name__} cannot map original-format checkpoints "
+            "(implement VisionEncoder.state_from_original in the plugin to support `convert-official`)"
+        )
 
-class VideoEncoder(nn.Module):
+
+class VideoEncoder(_Exportable):
     """frames [B, F, 3, H, W] → VisionOutput tokens [B, 1+N, D]; wraps (and shares) a VisionEncoder."""
 
     pretrained_keys: frozenset[str] = frozenset()
@@ -130,7 +165,7 @@ class VideoEncoder(nn.Module):
         raise NotImplementedError
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(_Exportable):
     """ids/mask [B, L] → TextOutput tokens [B, L, D].
 
     Attributes set by subclasses: width (D), tokenizer (a Tokenizer; vocab size and special ids come
@@ -149,8 +184,16 @@ class TextEncoder(nn.Module):
         """The input embedding table (replaced by the embeddings-only re-assembly ablation)."""
         raise NotImplementedError
 
+    def replace_vocabulary(self, tokenizer: Tokenizer, embeddings: nn.Embedding) -> None:
+        """Use `tokenizer` and its input table `embeddings` [V, D] from now on; every other weight
+        (position/type embeddings, layers) stays. The embeddings-only re-assembly ablation calls this."""
+        raise NotImplementedError(
+            f"text plugin {type(self).__name__} cannot replace its tokenizer and word embeddings "
+            "(implement TextEncoder.replace_vocabulary in the plugin to support `reassemble --mode embeddings_only`)"
+        )
 
-class FusionEncoder(nn.Module):
+
+class FusionEncoder(_Exportable):
     """text [B, L, D] + mask [B, L], vision [B, 1+N, Dv] + mask [B, 1+N] → FusionOutput [B, L, D].
 
     Cross-attention: text queries, vision keys/values. `causal=True` makes the text self-attention
@@ -165,6 +208,16 @@ class FusionEncoder(nn.Module):
         self, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor, causal: bool = False
     ) -> FusionOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def copy_text_layers(self, text: TextEncoder) -> frozenset[str]:
+        """Overwrite every fusion layer's self-attention + FFN with the text encoder's last layers (one per
+        fusion layer), keeping the cross-attention; return the overwritten state-dict keys (relative to this
+        module) and count those copied from pretrained text weights in `pretrained_keys`. The X-VLM-style
+        re-assembly ablation calls this."""
+        raise NotImplementedError(
+            f"fusion plugin {type(self).__name__} cannot copy text-encoder layers "
+            "(implement FusionEncoder.copy_text_layers in the plugin to support `reassemble --mode xvlm`)"
+        )
 
 
 # --------------------------------------------------------------------------------------- data

@@ -9,6 +9,9 @@ module because transformers 5 forces causal self-attention when BERT layers have
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -188,6 +191,37 @@ class CrossAttentionFusion(FusionEncoder):
                 if f"{prefix}{source_index}.{sub}" in text.pretrained_keys:
                     pretrained.add(key)
         return frozenset(pretrained)
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """The same layers without copying text layers in (a checkpoint holds the fusion weights)."""
+        return {**config, "init_from_text": None}
+
+    def copy_text_layers(self, text: TextEncoder) -> frozenset[str]:
+        """Self-attention + FFN of every layer from the text encoder's last layers (one each, in order);
+        cross-attention kept. Returns the overwritten keys; `pretrained_keys` follows the copied weights.
+
+        LayerNorm epsilons stay the fusion's (XLM-R's 1e-5 vs BERT's 1e-12 changes a LayerNorm output by
+        about eps / (2 var), far below training noise): a checkpoint keeps rebuilding from its config."""
+        count = len(self.layer)
+        hf_layers = getattr(text, "hf_layers", None)
+        available = len(hf_layers()) if callable(hf_layers) else 0
+        if available < count:
+            raise ConfigError(
+                "text", f"fusion cross_attention: copying text layers into {count} fusion layers needs a text "
+                f"encoder with BERT-style layers, at least {count}; {type(text).__name__} has {available}",
+                type(text).__name__,
+            )
+        first = self.layer[0]
+        config = CrossAttentionFusionConfig(
+            layers=count, width=self.width, heads=first.attention.heads,
+            intermediate=first.intermediate.dense.out_features,
+            layer_norm_eps=float(getattr(text, "layer_norm_eps", first.attention.output.LayerNorm.eps)),
+            init_from_text=list(range(available - count, available)),
+        )
+        pretrained = self._copy_from_text(text, config)
+        overwritten = frozenset(k for k in self.state_dict() if k.split(".", 2)[2].startswith(_COPIED))
+        self.pretrained_keys = (frozenset(self.pretrained_keys) - overwritten) | pretrained
+        return overwritten
 
     def forward(
         self, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor, causal: bool = False

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from registry import ConfigError
-from x2vlm_core.interfaces import TextEncoder, TextOutput
+from x2vlm_core.interfaces import TextEncoder, TextOutput, Tokenizer
 from x2vlm_core.tokenizer import FastTokenizer, load_tokenizer
 from x2vlm_core.weights import WeightsError, load_state_file, load_state_strict
 
@@ -19,6 +19,7 @@ __all__ = [
     "hf_state_from_file",
     "load_hf_weights",
     "pretrained_dir",
+    "save_architecture",
     "tokenizer_path",
     "weight_files",
 ]
@@ -100,6 +101,14 @@ def load_hf_weights(model: PreTrainedModel, directory: Path) -> frozenset[str]:
     return report.loaded
 
 
+def save_architecture(encoder: HFTextEncoder, directory: Path) -> str:
+    """Write the encoder's HF `config.json` and its tokenizer into `directory` (no weights): a directory
+    that `pretrained: DIR` with `weights: false` rebuilds the exact architecture and tokenizer from."""
+    encoder.model.config.save_pretrained(str(directory))
+    encoder.tokenizer.save(str(directory))
+    return str(directory)
+
+
 def check_architecture(config: PretrainedConfig, wanted: dict[str, int | None], plugin: str) -> None:
     """Fields set in the plugin config must agree with the pretrained config.json (HF attribute → value)."""
     for attribute, (field, value) in _named(wanted).items():
@@ -166,3 +175,33 @@ class HFTextEncoder(TextEncoder):
     def num_heads(self) -> int:
         """Attention heads per layer (from the HF config)."""
         return int(self.model.config.num_attention_heads)
+
+    def replace_vocabulary(self, tokenizer: Tokenizer, embeddings: nn.Embedding) -> None:
+        """Read `tokenizer`'s ids through `embeddings` [V, D]; positions, types and layers stay.
+
+        The HF config follows (vocab_size, pad_token_id) so that the exported architecture rebuilds the
+        new table. RoBERTa-style models number positions from the pad id, so there it must not change.
+        """
+        if embeddings.embedding_dim != self.width:
+            raise ConfigError(
+                "tokenizer", f"new word embeddings have width {embeddings.embedding_dim}, the encoder {self.width}",
+                getattr(tokenizer, "source", None),
+            )
+        if embeddings.num_embeddings < tokenizer.vocab_size:
+            raise ConfigError(
+                "tokenizer", f"tokenizer has {tokenizer.vocab_size} tokens but the new embedding table has "
+                f"{embeddings.num_embeddings} rows", getattr(tokenizer, "source", None),
+            )
+        position_pad = getattr(getattr(self.model, "embeddings", None), "padding_idx", None)
+        if position_pad is not None and position_pad != tokenizer.pad_id:
+            raise ConfigError(
+                "tokenizer", f"{type(self.model).__name__} numbers positions from the pad id {position_pad}; the new "
+                f"tokenizer's pad id is {tokenizer.pad_id} (use a tokenizer with the same pad id)",
+                getattr(tokenizer, "source", None),
+            )
+        self.model.set_input_embeddings(embeddings)
+        self.model.config.vocab_size = embeddings.num_embeddings
+        self.model.config.pad_token_id = tokenizer.pad_id
+        self.tokenizer = tokenizer  # type: ignore[assignment]
+        table = next(n for n, p in self.named_parameters(remove_duplicate=False) if p is embeddings.weight)
+        self.pretrained_keys = self.pretrained_keys - {table}

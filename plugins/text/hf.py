@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoConfig, AutoModel
 
-from plugins.text._hf import HFTextEncoder, load_hf_weights, pretrained_dir
+from plugins.text._hf import HFTextEncoder, load_hf_weights, pretrained_dir, save_architecture
 from registry import PluginSpec, hookimpl
 from x2vlm_core.tokenizer import load_tokenizer
 
@@ -23,6 +24,10 @@ class HFTextConfig(BaseModel):
     attention: Literal["sdpa", "eager"] = Field(
         "sdpa", description="transformers attention implementation (eager for architectures without SDPA)",
     )
+    weights: bool = Field(
+        True, description="load the directory's weights (false = its architecture and tokenizer only, random "
+        "init; what checkpoints record, since they hold the weights)",
+    )
 
 
 class HFText(HFTextEncoder):
@@ -36,7 +41,12 @@ class HFText(HFTextEncoder):
         if getattr(model, "pooler", None) is not None:
             model.pooler = None
         # load_tokenizer rather than AutoTokenizer: transformers 5 maps bare vocab.txt words to [UNK].
-        super().__init__(model, load_tokenizer(directory), load_hf_weights(model, directory))
+        loaded = load_hf_weights(model, directory) if config.weights else frozenset()
+        super().__init__(model, load_tokenizer(directory), loaded)
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """`pretrained` = config.json + tokenizer written to `asset_dir`, `weights: false` (exact architecture)."""
+        return {**config, "pretrained": save_architecture(self, asset_dir), "weights": False}
 
 
 @hookimpl

@@ -14,6 +14,7 @@ initialised; a checkpoint's rows are copied into the rest).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,13 @@ class OpenClipText(TextEncoder):
         eot = mask.long().sum(dim=1) - 1  # the tokenizer always ends a text with EOT
         pooled = x[torch.arange(batch, device=x.device), eot]
         return TextOutput(tokens=torch.cat([pooled[:, None], x[:, 1:]], dim=1))
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """No checkpoint file; a model-config JSON file (not an open_clip name) is copied into `asset_dir`."""
+        model = str(config["model"])
+        if model not in _open_clip().list_models():
+            model = str(shutil.copyfile(model, asset_dir / "open_clip_model.json"))
+        return {**config, "model": model, "checkpoint": None}
 
     def word_embeddings(self) -> nn.Embedding:
         embedding = self.tower.token_embedding

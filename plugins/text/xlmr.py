@@ -6,6 +6,9 @@ X²-VLM's multilingual setting swaps this in for BERT. RoBERTa numbers positions
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
@@ -14,6 +17,7 @@ from plugins.text._hf import (
     check_architecture,
     load_hf_weights,
     pretrained_dir,
+    save_architecture,
     tokenizer_path,
 )
 from registry import ConfigError, PluginSpec, hookimpl
@@ -37,6 +41,10 @@ class XlmrTextConfig(BaseModel):
     intermediate: int | None = Field(None, gt=0, description="FFN width (unset: config.json, or 3072)")
     max_positions: int | None = Field(None, gt=0, description="usable positions (unset: config.json, or 512)")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="hidden and attention dropout")
+    weights: bool = Field(
+        True, description="with `pretrained`: load its weights (false = its architecture and tokenizer "
+        "only, random init; what checkpoints record, since they hold the weights)",
+    )
 
     @model_validator(mode="after")
     def _source(self) -> XlmrTextConfig:
@@ -44,6 +52,8 @@ class XlmrTextConfig(BaseModel):
             raise ValueError("set `pretrained` (a local HF XLM-R directory) or `tokenizer` (for random init)")
         if self.pretrained is not None and self.tokenizer is not None:
             raise ValueError("`tokenizer` is for random init only; a pretrained directory brings its own")
+        if self.pretrained is None and not self.weights:
+            raise ValueError("`weights: false` only applies to a `pretrained` directory")
         width, heads = self.width or 768, self.heads or 12
         if self.pretrained is None and width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
@@ -80,7 +90,7 @@ class XlmrText(HFTextEncoder):
             hf_config.hidden_dropout_prob = hf_config.attention_probs_dropout_prob = config.dropout
             hf_config._attn_implementation = "sdpa"
             model = XLMRobertaModel(hf_config, add_pooling_layer=False)
-            super().__init__(model, tokenizer, load_hf_weights(model, directory))
+            super().__init__(model, tokenizer, load_hf_weights(model, directory) if config.weights else frozenset())
             return
         assert config.tokenizer is not None  # the validator guarantees one source
         tokenizer = tokenizer_path(config.tokenizer, "xlmr")
@@ -101,6 +111,10 @@ class XlmrText(HFTextEncoder):
         )
         hf_config._attn_implementation = "sdpa"
         super().__init__(XLMRobertaModel(hf_config, add_pooling_layer=False), tokenizer, frozenset())
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """`pretrained` = config.json + tokenizer written to `asset_dir`, `weights: false` (exact architecture)."""
+        return {**config, "pretrained": save_architecture(self, asset_dir), "tokenizer": None, "weights": False}
 
 
 @hookimpl

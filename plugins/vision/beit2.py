@@ -6,6 +6,9 @@ Pretrained files: timm-format or original unilm BEiT-2 checkpoints (see `beit2_s
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
@@ -117,6 +120,14 @@ class Beit2Vision(TimmTrunkVision):
         report = load_state_strict(self.trunk, state, source=f"{path} (vision plugin 'beit2')",
                                    allow_unexpected=BEIT2_IGNORED_KEYS)
         self.pretrained_keys = frozenset(f"trunk.{k}" for k in report.loaded)
+
+    def state_from_original(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """unilm BEiT-2 keys (as in official X²-VLM `vision_encoder.*`) -> this module's `trunk.*` keys/shapes."""
+        return {f"trunk.{k}": v for k, v in beit2_state_from_checkpoint(dict(state), self.trunk).items()}
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """The same architecture without the pretrained file (a checkpoint holds the weights)."""
+        return {**config, "pretrained": None}
 
 
 @hookimpl

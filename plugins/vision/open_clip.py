@@ -7,7 +7,9 @@ The CLIP projection (`proj`) is removed: X²-VLM has its own contrastive project
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -114,6 +116,10 @@ class OpenClipVision(VisionEncoder):
             self.visual, state, source=f"{path} (vision plugin 'open_clip')", allow_unexpected=OPEN_CLIP_IGNORED_KEYS
         )
         self.pretrained_keys = frozenset(f"visual.{k}" for k in report.loaded)
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """The same architecture without the pretrained file (a checkpoint holds the weights)."""
+        return {**config, "pretrained": None}
 
     def forward(self, pixels: Tensor) -> VisionOutput:
         """pixels [B, 3, H, W] (normalised with mean/std) -> VisionOutput tokens [B, 1+N, D]."""

@@ -6,6 +6,8 @@ Prefix tokens ([CLS], distillation, registers) are dropped; token 0 is the mean 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
@@ -78,6 +80,10 @@ class TimmVitVision(TimmTrunkVision):
             self.trunk, state, source=f"{path} (vision plugin 'timm_vit')", allow_unexpected=TIMM_HEAD_KEYS
         )
         self.pretrained_keys = frozenset(f"trunk.{k}" for k in report.loaded)
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """The same architecture without the pretrained file (a checkpoint holds the weights)."""
+        return {**config, "pretrained": None}
 
 
 @hookimpl

@@ -1,0 +1,258 @@
+"""The trainer: exact resume after SIGKILL (torn checkpoint, torn log line), 2-process gloo training,
+run-directory outputs. Runs `x2vlm pretrain` as subprocesses on the tiny config with small batches."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.util
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from PIL import Image
+
+from registry import default_registry
+from x2vlm_core.checkpoint import list_checkpoints, verify_checkpoint
+from x2vlm_core.config import load_config
+from x2vlm_core.train import Progress, _truncate_history, prepare_tokenizer, pretrain, read_history
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "tiny.yaml"
+STEPS = 10
+# numbers that depend on wall-clock time, not on the computation
+TIMING = {"pairs_per_s"}
+
+
+def _overrides(tok: Path, out: Path, steps: int = STEPS) -> list[str]:
+    sets = [
+        f"model.text.tokenizer={tok}", f"train.tokenizer.out={tok}", f"train.out_dir={out}",
+        f"train.steps={steps}", "train.warmup_steps=2", "train.log_every=1", "train.checkpoint_every=3",
+        "train.keep_last=5", "data.image_pairs=4", "data.box_pairs=4", "data.video_pairs=1", "eval.samples=32",
+    ]
+    return [a for s in sets for a in ("--set", s)]
+
+
+def _pretrain(tok: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "x2vlm_core.cli", "pretrain", "--config", str(TINY), *_overrides(tok, out), *extra]
+
+
+def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, f"{cmd[3:5]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run's tokenizer, trained once for every run of this module."""
+    path = tmp_path_factory.mktemp("tokenizer") / "tok"
+    cfg = load_config(TINY, [f"model.text.tokenizer={path}", f"train.tokenizer.out={path}"])
+    prepare_tokenizer(cfg, default_registry())
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_run(tok: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """An uninterrupted run with evaluation, in this process (saves a start-up): (run dir, its stderr)."""
+    out = tmp_path_factory.mktemp("full") / "run"
+    args = _overrides(tok, out)
+    cfg = load_config(TINY, args[1::2])
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        pretrain(cfg, progress=True, evaluate=True)
+    return out, stderr.getvalue()
+
+
+def _losses(rows: list[dict[str, float]]) -> dict[int, dict[str, float]]:
+    return {int(r["step"]): {k: v for k, v in r.items() if k not in TIMING} for r in rows}
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_dir():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended (rc {process.returncode}) before {path.name} was written")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"no {path} after {timeout} s")
+        time.sleep(0.01)
+
+
+def test_resume_after_sigkill_repeats_the_uninterrupted_run(full_run: tuple[Path, str], tok: Path,
+                                                             tmp_path: Path) -> None:
+    reference, _ = full_run
+    out = tmp_path / "run"
+    process = subprocess.Popen(_pretrain(tok, out, "--no-eval", "--quiet"), cwd=ROOT, text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(out / "checkpoints" / "step-00000006", process)
+        process.send_signal(signal.SIGKILL)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {process.returncode}): {err}"
+    steps = [s for s, _ in list_checkpoints(out)]
+    assert 6 in steps and max(steps) < STEPS
+    logged = read_history(out / "metrics.jsonl")
+    assert logged and max(int(r["step"]) for r in logged) >= 6
+
+    # A torn newest checkpoint (as after a crash during a copy) and a torn log line (as after a kill mid-write).
+    newest = list_checkpoints(out)[-1][1]
+    previous = list_checkpoints(out)[-2][1]
+    heads = newest / "heads.safetensors"
+    heads.write_bytes(heads.read_bytes()[: heads.stat().st_size // 2])
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 7, "loss": 1.2')
+
+    done = _run(_pretrain(tok, out, "--no-eval", "--quiet", "--resume"))
+    assert f"{newest.name} in" in done.stderr and "incomplete or corrupt" in done.stderr
+    assert f"resuming from {previous}" in done.stderr
+
+    # Every logged value of every step equals the uninterrupted run's (timing aside).
+    expected = _losses(read_history(reference / "metrics.jsonl"))
+    got = _losses(read_history(out / "metrics.jsonl"))
+    assert sorted(got) == list(range(1, STEPS + 1)) == sorted(expected)
+    for step in expected:
+        assert got[step].keys() == expected[step].keys()
+        for key, value in expected[step].items():
+            assert got[step][key] == pytest.approx(value, rel=1e-6, abs=1e-6), (step, key)
+    # no step twice, in the JSON lines or the CSV
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [int(r["step"]) for r in lines] == list(range(1, STEPS + 1))
+    with (out / "metrics.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, STEPS + 1))
+    verify_checkpoint(out / "checkpoints" / f"step-{STEPS:08d}")
+
+
+def test_run_directory_outputs(full_run: tuple[Path, str]) -> None:
+    out, stderr = full_run
+    cfg = load_config(out / "config.yaml")
+    assert cfg.train.steps == STEPS
+    rows = read_history(out / "metrics.jsonl")
+    assert [int(r["step"]) for r in rows] == list(range(1, STEPS + 1))
+    with (out / "metrics.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == STEPS and float(table[-1]["loss"]) == pytest.approx(rows[-1]["loss"])
+    evaluation = json.loads((out / "eval.json").read_text())
+    for key in ("retrieval/i2t_r1", "retrieval/t2i_r1", "retrieval/mean_recall", "grounding/acc@0.5"):
+        assert 0.0 <= evaluation[key] <= 1.0, key
+    for png in ("curves.png", "grounding.png"):
+        with Image.open(out / png) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] > 100
+    assert (out / "checkpoints" / f"step-{STEPS:08d}").is_dir()
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+    accumulator = EventAccumulator(str(out / "tensorboard"))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "train/contrastive", "train/lr", "eval/retrieval/mean_recall"} <= tags
+    losses = accumulator.Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, STEPS + 1))
+    assert losses[-1].value == pytest.approx(rows[-1]["loss"], rel=1e-6)
+    assert accumulator.Scalars("eval/retrieval/mean_recall")[0].value == pytest.approx(
+        evaluation["retrieval/mean_recall"], rel=1e-6)
+
+    # progress lines: the losses, then pairs/s and ETA, nothing else
+    progress = [line for line in stderr.splitlines() if line.startswith("step ")]
+    assert len(progress) == STEPS
+    fields = progress[-1].split(" | ")
+    assert fields[0] == f"step {STEPS}/{STEPS}" and fields[2].endswith("pairs/s") and fields[3].startswith("ETA")
+    names = fields[1].split()[::2]
+    assert names == ["loss", "contrastive", "matching", "mlm", "bbox"]
+    assert "bad records skipped per data source" in stderr and "synthetic-image-train: 0 skipped" in stderr
+
+
+def test_history_drops_torn_lines_and_abandoned_steps(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 3, "loss": 2.0}\n'
+                    '{"step": 2, "loss": 9.0}\n{"step": 4, "lo')
+    assert [(r["step"], r["loss"]) for r in read_history(path)] == [(1, 3.0), (2, 9.0), (3, 2.0)]
+    _truncate_history(path, 2)
+    assert path.read_text() == '{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 2, "loss": 9.0}\n'
+    _truncate_history(path, 0)
+    assert path.read_text() == "" and read_history(path) == []
+
+
+def test_progress_line_shows_losses_throughput_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    bar = Progress(total=10, start=0, enabled=True)
+    bar.update(5, {"loss": 1.23456, "mlm": 0.5}, 123.4)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("step 5/10 | loss 1.235 mlm 0.500 | 123 pairs/s | ETA 0:")
+
+
+# ------------------------------------------------------------------------------------------ distributed
+def _worker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ddp_worker", Path(__file__).with_name("ddp_worker.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tok: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[dict[str, object]]]]:
+    """2 CPU processes (Fabric ddp, gloo): a 4-step run, then the worker's checks; (run dir, per-rank reports)."""
+    work = tmp_path_factory.mktemp("ddp")
+    out = work / "run"
+    distributed = ["train.devices=2", "train.strategy=ddp", "train.accelerator=cpu"]
+    sets = [*_overrides(tok, out, steps=4), *(a for s in distributed for a in ("--set", s))]
+    _run([sys.executable, str(Path(__file__).with_name("ddp_worker.py")), str(TINY), str(work), *sets], timeout=240)
+    reports = torch.load(work / "result.pt", weights_only=False)
+    yield out, reports
+
+
+def test_ddp_training_keeps_ranks_in_sync_and_rank0_writes(ddp_run: tuple[Path, list[dict[str, object]]]) -> None:
+    out, reports = ddp_run
+    assert [r["rank"] for r in reports] == [0, 1] and all(r["world"] == 2 for r in reports)
+    assert reports[0]["hash"] == reports[1]["hash"]
+    assert [s for s, _ in list_checkpoints(out)] == [3, 4]
+    manifest = verify_checkpoint(out / "checkpoints" / "step-00000004")
+    assert manifest.step == 4
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]  # rank 0 alone writes the log
+
+
+@pytest.mark.parametrize("case", ["equal", "unequal"])
+def test_gathered_contrastive_loss_and_gradients_equal_one_process(
+    ddp_run: tuple[Path, list[dict[str, object]]], case: str
+) -> None:
+    _, reports = ddp_run
+    worker = _worker()
+    sizes = [4, 4] if case == "equal" else [3, 6]
+
+    class OneProcess:
+        """gather on one process: the identity."""
+
+        def gather(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    reference = worker.contrastive_on_rank(OneProcess(), 0, [sum(sizes)], weight_by_size=False)
+    parts = [r[case] for r in reports]  # type: ignore[index]
+    offsets = [0, sizes[0], sum(sizes)]
+    if case == "equal":
+        # DDP averages gradients over ranks: mean of the ranks' losses and grads / world = the global ones.
+        assert torch.stack([p["loss"] for p in parts]).mean() == pytest.approx(float(reference["loss"]), rel=1e-6)
+        scale = 1.0 / len(sizes)
+    else:
+        # unequal shares (box pairs differ per rank): each rank's loss weighted by its share of the rows
+        total = sum(float(p["loss"]) * m / sum(sizes) for p, m in zip(parts, sizes, strict=True))
+        assert total == pytest.approx(float(reference["loss"]), rel=1e-6)
+        scale = 1.0
+    for rank, part in enumerate(parts):
+        rows = slice(offsets[rank], offsets[rank + 1])
+        for key in ("image_grad", "text_grad"):
+            torch.testing.assert_close(part[key] * scale, reference[key][rows], rtol=1e-5, atol=1e-7)
