@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -14,6 +16,7 @@ from x2vlm_core.tokenizer import FastTokenizer, load_tokenizer
 from x2vlm_core.weights import WeightsError, load_state_file, load_state_strict
 
 __all__ = [
+    "HFArchitectureConfig",
     "HFTextEncoder",
     "check_architecture",
     "hf_state_from_file",
@@ -23,6 +26,55 @@ __all__ = [
     "tokenizer_path",
     "weight_files",
 ]
+
+
+class HFArchitectureConfig(BaseModel):
+    """Fields shared by the BERT-family plugins: a local pretrained directory, or random init from sizes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    family: ClassVar[str] = "HF"
+    pretrained: str | None = Field(
+        None, description="local HF directory (config.json, model.safetensors or pytorch_model.bin, tokenizer "
+        "files); unset = random init",
+    )
+    tokenizer: str | None = Field(
+        None, description="random init only: tokenizer dir / vocab.txt / SentencePiece .model; the vocabulary "
+        "size comes from it",
+    )
+    layers: int | None = Field(None, gt=0, description="transformer layers (unset: config.json, or 12)")
+    width: int | None = Field(None, gt=0, description="hidden width D (unset: config.json, or 768)")
+    heads: int | None = Field(None, gt=0, description="attention heads (unset: config.json, or 12)")
+    intermediate: int | None = Field(None, gt=0, description="FFN width (unset: config.json, or 3072)")
+    max_positions: int | None = Field(None, gt=0, description="usable positions (unset: config.json, or 512)")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="hidden and attention dropout")
+    weights: bool = Field(
+        True, description="with `pretrained`: load its weights (false = its architecture and tokenizer "
+        "only, random init; what checkpoints record, since they hold the weights)",
+    )
+
+    @model_validator(mode="after")
+    def _source(self) -> HFArchitectureConfig:
+        if self.pretrained is None and self.tokenizer is None:
+            raise ValueError(f"set `pretrained` (a local HF {self.family} directory) or `tokenizer` (for random init)")
+        if self.pretrained is not None and self.tokenizer is not None:
+            raise ValueError("`tokenizer` is for random init only; a pretrained directory brings its own")
+        if self.pretrained is None and not self.weights:
+            raise ValueError("`weights: false` only applies to a `pretrained` directory")
+        width, heads = self.width or 768, self.heads or 12
+        if self.pretrained is None and width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        return self
+
+    def architecture(self) -> dict[str, int | None]:
+        """HF config attribute → value set here (None = unset)."""
+        return {
+            "num_hidden_layers": self.layers,
+            "hidden_size": self.width,
+            "num_attention_heads": self.heads,
+            "intermediate_size": self.intermediate,
+            "max_position_embeddings": self.max_positions,
+        }
+
 
 _SINGLE = ("model.safetensors", "pytorch_model.bin")
 _INDEXED = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import BertConfig, BertModel
 
 from plugins.text._hf import (
+    HFArchitectureConfig,
     HFTextEncoder,
     check_architecture,
     load_hf_weights,
@@ -22,48 +22,8 @@ from x2vlm_core.tokenizer import load_tokenizer
 __all__ = ["BertText", "BertTextConfig"]
 
 
-class BertTextConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    pretrained: str | None = Field(
-        None, description="local HF BERT directory (config.json, model.safetensors or pytorch_model.bin, "
-        "tokenizer files); unset = random init",
-    )
-    tokenizer: str | None = Field(
-        None, description="random init only: tokenizer dir / vocab.txt; the vocabulary size comes from it",
-    )
-    layers: int | None = Field(None, gt=0, description="transformer layers (unset: config.json, or 12)")
-    width: int | None = Field(None, gt=0, description="hidden width D (unset: config.json, or 768)")
-    heads: int | None = Field(None, gt=0, description="attention heads (unset: config.json, or 12)")
-    intermediate: int | None = Field(None, gt=0, description="FFN width (unset: config.json, or 3072)")
-    max_positions: int | None = Field(None, gt=0, description="position embeddings (unset: config.json, or 512)")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="hidden and attention dropout")
-    weights: bool = Field(
-        True, description="with `pretrained`: load its weights (false = its architecture and tokenizer "
-        "only, random init; what checkpoints record, since they hold the weights)",
-    )
-
-    @model_validator(mode="after")
-    def _source(self) -> BertTextConfig:
-        if self.pretrained is None and self.tokenizer is None:
-            raise ValueError("set `pretrained` (a local HF BERT directory) or `tokenizer` (for random init)")
-        if self.pretrained is not None and self.tokenizer is not None:
-            raise ValueError("`tokenizer` is for random init only; a pretrained directory brings its own")
-        if self.pretrained is None and not self.weights:
-            raise ValueError("`weights: false` only applies to a `pretrained` directory")
-        width, heads = self.width or 768, self.heads or 12
-        if self.pretrained is None and width % heads:
-            raise ValueError(f"width {width} is not divisible by heads {heads}")
-        return self
-
-    def architecture(self) -> dict[str, int | None]:
-        """HF config attribute → value set here (None = unset)."""
-        return {
-            "num_hidden_layers": self.layers,
-            "hidden_size": self.width,
-            "num_attention_heads": self.heads,
-            "intermediate_size": self.intermediate,
-            "max_position_embeddings": self.max_positions,
-        }
+class BertTextConfig(HFArchitectureConfig):
+    family: ClassVar[str] = "BERT"
 
 
 class BertText(HFTextEncoder):

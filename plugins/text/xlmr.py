@@ -7,12 +7,12 @@ X²-VLM's multilingual setting swaps this in for BERT. RoBERTa numbers positions
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
 from plugins.text._hf import (
+    HFArchitectureConfig,
     HFTextEncoder,
     check_architecture,
     load_hf_weights,
@@ -26,38 +26,8 @@ from x2vlm_core.tokenizer import load_tokenizer
 __all__ = ["XlmrText", "XlmrTextConfig"]
 
 
-class XlmrTextConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    pretrained: str | None = Field(
-        None, description="local HF XLM-R directory (config.json, model.safetensors or pytorch_model.bin, "
-        "tokenizer.json or sentencepiece .model); unset = random init",
-    )
-    tokenizer: str | None = Field(
-        None, description="random init only: tokenizer dir / SentencePiece .model; vocabulary size comes from it",
-    )
-    layers: int | None = Field(None, gt=0, description="transformer layers (unset: config.json, or 12)")
-    width: int | None = Field(None, gt=0, description="hidden width D (unset: config.json, or 768)")
-    heads: int | None = Field(None, gt=0, description="attention heads (unset: config.json, or 12)")
-    intermediate: int | None = Field(None, gt=0, description="FFN width (unset: config.json, or 3072)")
-    max_positions: int | None = Field(None, gt=0, description="usable positions (unset: config.json, or 512)")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="hidden and attention dropout")
-    weights: bool = Field(
-        True, description="with `pretrained`: load its weights (false = its architecture and tokenizer "
-        "only, random init; what checkpoints record, since they hold the weights)",
-    )
-
-    @model_validator(mode="after")
-    def _source(self) -> XlmrTextConfig:
-        if self.pretrained is None and self.tokenizer is None:
-            raise ValueError("set `pretrained` (a local HF XLM-R directory) or `tokenizer` (for random init)")
-        if self.pretrained is not None and self.tokenizer is not None:
-            raise ValueError("`tokenizer` is for random init only; a pretrained directory brings its own")
-        if self.pretrained is None and not self.weights:
-            raise ValueError("`weights: false` only applies to a `pretrained` directory")
-        width, heads = self.width or 768, self.heads or 12
-        if self.pretrained is None and width % heads:
-            raise ValueError(f"width {width} is not divisible by heads {heads}")
-        return self
+class XlmrTextConfig(HFArchitectureConfig):
+    family: ClassVar[str] = "XLM-R"
 
 
 class XlmrText(HFTextEncoder):
@@ -68,12 +38,8 @@ class XlmrText(HFTextEncoder):
             directory = pretrained_dir(config.pretrained, "xlmr")
             hf_config = XLMRobertaConfig.from_pretrained(str(directory))
             offset = int(hf_config.pad_token_id) + 1
-            check_architecture(hf_config, {
-                "num_hidden_layers": config.layers,
-                "hidden_size": config.width,
-                "num_attention_heads": config.heads,
-                "intermediate_size": config.intermediate,
-            }, "xlmr")
+            # positions are checked below: RoBERTa reserves pad_id + 1 extra rows
+            check_architecture(hf_config, {**config.architecture(), "max_position_embeddings": None}, "xlmr")
             if config.max_positions is not None and config.max_positions + offset != hf_config.max_position_embeddings:
                 raise ConfigError(
                     "max_positions", f"xlmr text plugin: the pretrained model has "

@@ -6,30 +6,32 @@ timm: https://github.com/huggingface/pytorch-image-models
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from x2vlm_core.interfaces import VisionEncoder, VisionOutput
 
-__all__ = ["TimmArch", "TimmTrunkVision", "create_timm_trunk", "mean_token_output", "timm_patch_tokens"]
+__all__ = ["TimmTrunkVision", "TimmVisionConfig", "create_timm_trunk", "mean_token_output", "timm_patch_tokens"]
 
 
-@dataclass(frozen=True)
-class TimmArch:
-    """What a config asks of a timm ViT: the variant and optional overrides (None = the variant's own)."""
+class TimmVisionConfig(BaseModel):
+    """Fields shared by the timm-built vision plugins (beit2, timm_vit); each names its own default variant."""
 
-    timm_name: str
-    image_size: int
-    drop_path: float
-    width: int | None
-    depth: int | None
-    heads: int | None
-    patch_size: int | None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timm_name: str = Field(description="timm model name")
+    image_size: int = Field(224, gt=0, description="input side H = W in pixels (a multiple of the patch size)")
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth rate of the last block")
+    width: int | None = Field(None, gt=0, description="override token width D (None = the variant's)")
+    depth: int | None = Field(None, gt=0, description="override number of blocks (None = the variant's)")
+    heads: int | None = Field(None, gt=0, description="override attention heads (None = the variant's)")
+    patch_size: int | None = Field(None, gt=0, description="override patch side (None = the variant's)")
+    pretrained: str | None = Field(None, description="local checkpoint (.pth/.bin/.safetensors); None = random init")
 
 
-def create_timm_trunk(arch: TimmArch, plugin: str) -> nn.Module:
+def create_timm_trunk(arch: TimmVisionConfig, plugin: str) -> nn.Module:
     """Build `arch.timm_name` with random weights and no classifier (timm never downloads here)."""
     import timm
 
@@ -95,7 +97,7 @@ def _rgb(values: object, fallback: tuple[float, float, float]) -> tuple[float, f
 class TimmTrunkVision(VisionEncoder):
     """A timm ViT trunk as a VisionEncoder: pixels [B, 3, H, W] -> tokens [B, 1+N, D] (token 0 = mean of patches)."""
 
-    def __init__(self, arch: TimmArch, plugin: str) -> None:
+    def __init__(self, arch: TimmVisionConfig, plugin: str) -> None:
         super().__init__()
         self.plugin = plugin
         self.trunk = create_timm_trunk(arch, plugin)

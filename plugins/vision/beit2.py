@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from plugins.vision._timm_trunk import TimmArch, TimmTrunkVision
+from plugins.vision._timm_trunk import TimmTrunkVision, TimmVisionConfig
 from registry import PluginSpec, hookimpl
 from x2vlm_core.weights import load_state_file, load_state_strict
 
@@ -33,21 +33,13 @@ BEIT2_IGNORED_KEYS: tuple[str, ...] = (
 _SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
 
 
-class Beit2VisionConfig(BaseModel):
+class Beit2VisionConfig(TimmVisionConfig):
     """Config of the `beit2` vision plugin."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     timm_name: str = Field(
         "beitv2_base_patch16_224",
         description="timm BEiT variant (e.g. beitv2_base_patch16_224, beitv2_large_patch16_224)",
     )
-    image_size: int = Field(224, gt=0, description="input side H = W in pixels (a multiple of the patch size)")
-    drop_path: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth rate of the last block")
-    width: int | None = Field(None, gt=0, description="override token width D (None = the variant's)")
-    depth: int | None = Field(None, gt=0, description="override number of blocks (None = the variant's)")
-    heads: int | None = Field(None, gt=0, description="override attention heads (None = the variant's)")
-    patch_size: int | None = Field(None, gt=0, description="override patch side (None = the variant's)")
     pretrained: str | None = Field(
         None, description="local timm or unilm BEiT-2 checkpoint (.pth/.bin/.safetensors); None = random init"
     )
@@ -91,15 +83,6 @@ class Beit2Vision(TimmTrunkVision):
     """BEiT-2 ViT (timm): pixels [B, 3, H, W] -> tokens [B, 1+N, D], token 0 = mean of the patches."""
 
     def __init__(self, config: Beit2VisionConfig) -> None:
-        arch = TimmArch(
-            timm_name=config.timm_name,
-            image_size=config.image_size,
-            drop_path=config.drop_path,
-            width=config.width,
-            depth=config.depth,
-            heads=config.heads,
-            patch_size=config.patch_size,
-        )
         import timm
 
         base = config.timm_name.split(".")[0]
@@ -109,7 +92,7 @@ class Beit2Vision(TimmTrunkVision):
                 f"vision plugin 'beit2': timm model {config.timm_name!r} is not a BEiT "
                 f"({', '.join(timm.list_models(module='beit'))}); use the timm_vit plugin for other ViTs"
             )
-        super().__init__(arch, plugin="beit2")
+        super().__init__(config, plugin="beit2")
         self.config = config
         if config.pretrained is not None:
             self.load_pretrained(config.pretrained)

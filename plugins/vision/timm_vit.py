@@ -9,10 +9,10 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from plugins.vision._timm_trunk import TimmArch, TimmTrunkVision
+from plugins.vision._timm_trunk import TimmTrunkVision, TimmVisionConfig
 from registry import PluginSpec, hookimpl
 from x2vlm_core.weights import load_state_file, load_state_strict
 
@@ -22,21 +22,13 @@ __all__ = ["TIMM_HEAD_KEYS", "TimmVitVision", "TimmVitVisionConfig", "timm_state
 TIMM_HEAD_KEYS: tuple[str, ...] = ("head.", "head_dist.", "attn_pool.")
 
 
-class TimmVitVisionConfig(BaseModel):
+class TimmVitVisionConfig(TimmVisionConfig):
     """Config of the `timm_vit` vision plugin."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     timm_name: str = Field(
         "vit_base_patch16_224",
         description="timm model name, e.g. vit_base_patch16_224, deit_small_patch16_224, eva02_tiny_patch14_224",
     )
-    image_size: int = Field(224, gt=0, description="input side H = W in pixels (a multiple of the patch size)")
-    drop_path: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth rate of the last block")
-    width: int | None = Field(None, gt=0, description="override token width D (None = the variant's)")
-    depth: int | None = Field(None, gt=0, description="override number of blocks (None = the variant's)")
-    heads: int | None = Field(None, gt=0, description="override attention heads (None = the variant's)")
-    patch_size: int | None = Field(None, gt=0, description="override patch side (None = the variant's)")
     pretrained: str | None = Field(
         None, description="local timm checkpoint of this model (.pth/.bin/.safetensors); None = random init"
     )
@@ -59,16 +51,7 @@ class TimmVitVision(TimmTrunkVision):
     """A timm ViT-family model: pixels [B, 3, H, W] -> tokens [B, 1+N, D], token 0 = mean of the patches."""
 
     def __init__(self, config: TimmVitVisionConfig) -> None:
-        arch = TimmArch(
-            timm_name=config.timm_name,
-            image_size=config.image_size,
-            drop_path=config.drop_path,
-            width=config.width,
-            depth=config.depth,
-            heads=config.heads,
-            patch_size=config.patch_size,
-        )
-        super().__init__(arch, plugin="timm_vit")
+        super().__init__(config, plugin="timm_vit")
         self.config = config
         if config.pretrained is not None:
             self.load_pretrained(config.pretrained)
