@@ -18,7 +18,15 @@ from x2vlm_core.evaluate import evaluate_grounding, evaluate_retrieval
 from x2vlm_core.interfaces import ConceptKind, Sample
 from x2vlm_core.model import X2VLM
 
-__all__ = ["EvalSet", "encode_eval_set", "evaluate_run", "format_table", "load_eval_set"]
+__all__ = [
+    "EvalSet",
+    "encode_eval_set",
+    "evaluate_run",
+    "format_table",
+    "grounding_metrics",
+    "load_eval_set",
+    "retrieval_metrics",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,20 @@ def encode_eval_set(model: X2VLM, data: EvalSet, batch_size: int) -> Tensor:
     return torch.cat(chunks)
 
 
+def retrieval_metrics(model: X2VLM, data: EvalSet, tokens: Tensor, rerank_k: int, batch_size: int,
+                      prefix: str) -> dict[str, float]:
+    """Recall@1/5/10 both ways between a set's visuals (tokens [K, 1+N, D]) and its captions, plus n and chance."""
+    n = tokens.shape[0]
+    metrics = evaluate_retrieval(model, tokens, data.captions, torch.arange(n), rerank_k, batch_size).as_dict(prefix)
+    return {**metrics, f"{prefix}n": float(n), f"{prefix}chance_r1": 1.0 / n}
+
+
+def grounding_metrics(model: X2VLM, data: EvalSet, tokens: Tensor, batch_size: int) -> tuple[dict[str, float], Tensor]:
+    """Box accuracy at IoU 0.5 and mean IoU over the set's object phrases; also the predicted boxes [K, 4]."""
+    g = evaluate_grounding(model, tokens, data.concept_index, data.concept_texts, data.concept_boxes, batch_size)
+    return {**g.as_dict("grounding/"), "grounding/n": float(len(data.concept_texts))}, g.boxes
+
+
 def evaluate_run(model: X2VLM, cfg: RunConfig, registry: PluginRegistry, run_dir: Path | None,
                  print_table: bool = True) -> dict[str, float]:
     """Run every configured evaluation; write eval.json and grounding.png into run_dir; print a table."""
@@ -82,23 +104,17 @@ def evaluate_run(model: X2VLM, cfg: RunConfig, registry: PluginRegistry, run_dir
     for i, section in enumerate(e.data):
         data = load_eval_set(section, f"eval.data.{i}", e.samples, model.vision.image_size, registry)
         tokens = encode_eval_set(model, data, e.batch_size)
-        n = tokens.shape[0]
         prefix = "video_retrieval/" if data.video else "retrieval/"
-        metrics = evaluate_retrieval(model, tokens, data.captions, torch.arange(n), e.rerank_k, e.batch_size)
-        results.update(metrics.as_dict(prefix))
-        results[f"{prefix}n"] = float(n)
-        results[f"{prefix}chance_r1"] = 1.0 / n
+        results.update(retrieval_metrics(model, data, tokens, e.rerank_k, e.batch_size, prefix))
         if not data.video and len(data.concept_texts) > 0:
-            g = evaluate_grounding(model, tokens, data.concept_index, data.concept_texts, data.concept_boxes,
-                                   e.batch_size)
-            results.update(g.as_dict("grounding/"))
-            results["grounding/n"] = float(len(data.concept_texts))
+            metrics, boxes = grounding_metrics(model, data, tokens, e.batch_size)
+            results.update(metrics)
             if run_dir is not None:
                 from x2vlm_core.plots import plot_grounding
 
                 k = min(16, len(data.concept_texts))
                 plot_grounding(data.visuals[data.concept_index[:k]], data.concept_texts[:k], data.concept_boxes[:k],
-                               g.boxes[:k], run_dir / "grounding.png")
+                               boxes[:k], run_dir / "grounding.png")
     if run_dir is not None:
         (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     if print_table:

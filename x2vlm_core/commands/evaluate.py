@@ -84,9 +84,14 @@ def run(args: argparse.Namespace) -> int:
 
     from registry import default_registry
     from x2vlm_core.cli import UsageError
-    from x2vlm_core.evaluate import evaluate_grounding, evaluate_retrieval
     from x2vlm_core.loading import load_model
-    from x2vlm_core.run_eval import encode_eval_set, format_table, load_eval_set
+    from x2vlm_core.run_eval import (
+        encode_eval_set,
+        format_table,
+        grounding_metrics,
+        load_eval_set,
+        retrieval_metrics,
+    )
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     registry = default_registry()
@@ -114,20 +119,12 @@ def run(args: argparse.Namespace) -> int:
             continue  # a default source for another task
         tokens = encode_eval_set(model, data, batch_size)
         n = tokens.shape[0]
-        metrics: dict[str, float] = {}
         if args.task == "grounding":
             if not data.concept_texts:
                 raise UsageError(f"{where} ({section.plugin}) has no object concepts (boxes with labels) to ground")
-            g = evaluate_grounding(model, tokens, data.concept_index, data.concept_texts, data.concept_boxes,
-                                   batch_size)
-            metrics.update(g.as_dict("grounding/"))
-            metrics["grounding/n"] = float(len(data.concept_texts))
+            metrics, _ = grounding_metrics(model, data, tokens, batch_size)
         else:
-            prefix = f"{args.task}/"
-            r = evaluate_retrieval(model, tokens, data.captions, torch.arange(n), rerank_k, batch_size)
-            metrics.update(r.as_dict(prefix))
-            metrics[f"{prefix}n"] = float(n)
-            metrics[f"{prefix}chance_r1"] = 1.0 / n
+            metrics = retrieval_metrics(model, data, tokens, rerank_k, batch_size, f"{args.task}/")
         print(f"{data.name} ({n} {kind})")
         print(format_table(metrics), flush=True)
         sources.append({"name": data.name, "data": section.plugin_section(), "metrics": metrics})
