@@ -3,14 +3,13 @@ WebVid-style exports), decoded with PyAV at 1 frame per second (paper) or F fram
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from registry import PluginSpec, hookimpl
-from x2vlm_core.data.records import BadRecord, RecordSource, clean_texts, expand_paths, read_lines
+from x2vlm_core.data.records import BadRecord, RecordSource, clean_texts, expand_paths, parse_json_line, read_lines
 from x2vlm_core.data.video import decode_video
 from x2vlm_core.interfaces import Sample
 
@@ -56,12 +55,7 @@ class VideoJsonlSource(RecordSource):
         return read_lines(self.paths)
 
     def _parse(self, record_id: str, record: str) -> Iterable[Sample]:
-        try:
-            line = json.loads(record)
-        except json.JSONDecodeError as error:
-            raise BadRecord("bad_json", str(error)) from error
-        if not isinstance(line, dict):
-            raise BadRecord("bad_json_type", f"a line must be a JSON object, got {type(line).__name__}")
+        line = parse_json_line(record)
         key = next((k for k in self.config.caption_keys if k in line), None)
         if key is None:
             raise BadRecord("empty_caption", f"none of {list(self.config.caption_keys)} in the line")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -25,6 +24,7 @@ from x2vlm_core.data.records import (
     clean_texts,
     expand_paths,
     load_image,
+    parse_json_line,
     pixel_box_to_normalised,
     read_lines,
 )
@@ -72,12 +72,7 @@ class X2vlmJsonSource(RecordSource):
         return read_lines(self.paths)
 
     def _parse(self, record_id: str, record: str) -> Iterable[Sample]:
-        try:
-            line = json.loads(record)
-        except json.JSONDecodeError as error:
-            raise BadRecord("bad_json", str(error)) from error
-        if not isinstance(line, dict):
-            raise BadRecord("bad_json_type", f"a line must be a JSON object, got {type(line).__name__}")
+        line = parse_json_line(record)
         image = self._image(line)
         height, width = image.shape[-2:]
         concepts = self._concepts(record_id, line.get("elems"), width, height)

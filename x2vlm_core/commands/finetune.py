@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from x2vlm_core.commands import add_training_arguments
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -14,12 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True,
                         help="fine-tuning config: losses/data/train/eval (no model: it comes from the checkpoint), "
                         "e.g. configs/finetune_multilingual.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value by dotted path (repeatable)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest complete checkpoint in train.out_dir")
-    parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_training_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "clean_texts",
     "expand_paths",
     "load_image",
+    "parse_json_line",
     "pixel_box_to_normalised",
     "read_json",
     "read_lines",
@@ -225,6 +226,17 @@ def read_lines(paths: Iterable[Path]) -> Iterator[tuple[str, str]]:
             for number, line in enumerate(handle, start=1):
                 if line.strip():
                     yield f"{path.name}:{number}", line
+
+
+def parse_json_line(record: str) -> dict[str, object]:
+    """One line of a JSON-lines file → its object; anything else is a BadRecord (bad_json / bad_json_type)."""
+    try:
+        line = json.loads(record)
+    except json.JSONDecodeError as error:
+        raise BadRecord("bad_json", str(error)) from error
+    if not isinstance(line, dict):
+        raise BadRecord("bad_json_type", f"a line must be a JSON object, got {type(line).__name__}")
+    return line
 
 
 def read_json(path: str | Path, source: str) -> object:
