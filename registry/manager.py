@@ -119,9 +119,9 @@ class PluginRegistry:
                 and (not kind or p.spec.kind == kind)]
 
     # ------------------------------------------------------------------ config + build
-    def validate(self, kind: str, section: Mapping[str, Any] | BaseModel, where: str) -> tuple[PluginInfo, BaseModel]:
+    def validate(self, kind: str, section: Mapping[str, Any], where: str) -> tuple[PluginInfo, BaseModel]:
         """Validate a `{plugin: NAME, ...fields}` section against NAME's config model."""
-        raw = section.model_dump() if isinstance(section, BaseModel) else dict(section)
+        raw = dict(section)
         name = raw.pop("plugin", None)
         if not isinstance(name, str):
             raise ConfigError(f"{where}.plugin", f"missing plugin name; one of: {', '.join(self.names(kind))}",
@@ -133,7 +133,7 @@ class PluginRegistry:
             raise validation_error(error, where, f"{kind} plugin {name!r}") from None
         return info, config
 
-    def build(self, kind: str, section: Mapping[str, Any] | BaseModel, where: str = "", **inject: object) -> object:
+    def build(self, kind: str, section: Mapping[str, Any], where: str = "", **inject: object) -> object:
         """Validate then build: `factory(config, **inject)`; `inject` passes already-built modules."""
         info, config = self.validate(kind, section, where or kind)
         return info.spec.factory(config, **inject)
