@@ -3,13 +3,18 @@
     python benchmarks/train_step.py                       # CPU: demo at its batch, base/large at batch 2
     python benchmarks/train_step.py --device cuda --batch 128 --precision bf16 --configs base large
 
-Batches are real ones: synthetic scenes through the BatchBuilder (image-text pairs + box-text pairs).
-Prints a table and writes benchmarks/results/train_step-<device>.json with the machine description.
+Batches are real ones: synthetic scenes through the BatchBuilder. As in the official recipe, the box-text
+pairs come from their own images (a region corpus), so a step at --batch 128 encodes 256 images, 256
+texts (+ 256 masked copies) and runs fusion on 3·256 matching + 256 MLM + 128 box pairs; every text is
+padded to max_text_len (40), the most the official recipe pays. Prints a table and writes
+benchmarks/results/train_step-<device>.json with the machine description. --profile also writes the
+top kernels of one step (train_step-<device>-profile.txt).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import platform
@@ -27,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from registry import default_registry
 from x2vlm_core.config import load_config
 from x2vlm_core.data.collate import BatchBuilder
+from x2vlm_core.interfaces import Batch, TokenizedText
 from x2vlm_core.model import X2VLM
 from x2vlm_core.optim import build_optimizer
 from x2vlm_core.tokenizer import train_tokenizer
@@ -64,24 +70,57 @@ def _overrides(name: str, tmp: Path) -> list[str]:
     return [f"model.text={text}", "model.fusion.init_from_text=null"]
 
 
-def _batch(model: X2VLM, pairs: int, boxes: int):
+def _batch(model: X2VLM, pairs: int, boxes: int, separate_box_images: bool) -> Batch:
     reg = default_registry()
     size = model.vision.image_size
-    samples = list(itertools.islice(iter(reg.build("data", {"plugin": "synthetic", "image_size": size,  # type: ignore[call-overload]
-                                                           "samples": pairs})), pairs))
+    n = pairs + (boxes if separate_box_images else 0)
+    source = reg.build("data", {"plugin": "synthetic", "image_size": size, "samples": n})
+    samples = list(itertools.islice(iter(source), n))  # type: ignore[call-overload]
+    if separate_box_images:  # image-text samples without boxes, then box-only samples (one box each is used)
+        samples = ([dataclasses.replace(s, concepts=()) for s in samples[:pairs]]
+                   + [dataclasses.replace(s, captions=()) for s in samples[pairs:]])
     builder = BatchBuilder(tokenizer=model.tokenizer, image_size=size, mean=model.vision.mean, std=model.vision.std,
                            max_text_len=model.max_text_len, image_pairs=pairs, box_pairs=boxes, video_pairs=0, frames=1)
-    return builder(samples, torch.Generator().manual_seed(0))
+    batch = builder(samples, torch.Generator().manual_seed(0))
+    return _pad_text(batch, model.max_text_len, model.tokenizer.pad_id)
 
 
-def run(name: str, device: str, batch: int | None, precision: str, steps: int, tmp: Path) -> dict[str, float | str]:
+def _pad_text(batch: Batch, length: int, pad_id: int) -> Batch:
+    """Pad every text to `length` tokens (masked out): the cost of the longest captions the recipe allows."""
+    extra = length - batch.text.ids.shape[1]
+    if extra <= 0:
+        return batch
+    text = TokenizedText(ids=torch.nn.functional.pad(batch.text.ids, (0, extra), value=pad_id),
+                         mask=torch.nn.functional.pad(batch.text.mask, (0, extra), value=False),
+                         word_ids=torch.nn.functional.pad(batch.text.word_ids, (0, extra), value=-1))
+    return dataclasses.replace(batch, text=text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    device: str
+    precision: str
+    steps: int
+    compile: bool
+    separate_box_images: bool
+    profile: Path | None
+
+
+def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, float | str | bool]:
+    device = opt.device
     cfg = load_config(ROOT / "configs" / CONFIGS[name], _overrides(name, tmp))
     model = X2VLM.from_config(cfg.model, cfg.losses).to(device)
     pairs = batch if batch is not None else cfg.data.image_pairs
     boxes = batch if batch is not None else cfg.data.box_pairs
-    data = _batch(model, pairs, boxes).to(device)
-    optimizer = build_optimizer(model, cfg.train, set())
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    data = _batch(model, pairs, boxes, opt.separate_box_images).to(device)
+    optimizer = build_optimizer(model, cfg.train, set(), fused=device.startswith("cuda"))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[opt.precision]
+    cuda = device.startswith("cuda")
+    with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+        flops = _step_flops(model, data)
+    if opt.compile:  # the encoders, where the FLOPs are; the losses' shapes vary and stay eager
+        for part in (model.vision, model.text, model.fusion):
+            part.compile()
 
     def step() -> None:
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
@@ -91,22 +130,62 @@ def run(name: str, device: str, batch: int | None, precision: str, steps: int, t
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up (allocations, kernels)
-    if device.startswith("cuda"):
+    t_warm = time.perf_counter()
+    for _ in range(2 if opt.compile else 1):  # warm-up (allocations, kernels, compilation)
+        step()
+    if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    t_warm = time.perf_counter() - t_warm
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(opt.steps):
         step()
-    if device.startswith("cuda"):
+    if cuda:
         torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / steps
-    peak = (torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda")
+    dt = (time.perf_counter() - t0) / opt.steps
+    peak = (torch.cuda.max_memory_allocated() / 2**30 if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    if opt.profile is not None:
+        _profile(step, cuda, opt.profile, f"{name} batch {pairs}+{boxes} {opt.precision} compile={opt.compile}")
     params = sum(model.parameter_counts().values())
-    return {"config": name, "params_M": params / 1e6, "image_pairs": pairs, "box_pairs": data.n_box,
-            "pairs_per_step": data.size, "ms_per_step": dt * 1e3, "samples_per_s": data.size / dt,
-            "peak_mem_GiB": peak, "precision": precision}
+    row: dict[str, float | str | bool] = {
+        "config": name, "params_M": params / 1e6, "image_pairs": pairs, "box_pairs": data.n_box,
+        "images": int(data.images.shape[0]), "text_len": int(data.text.ids.shape[1]),
+        "pairs_per_step": data.size, "ms_per_step": dt * 1e3, "samples_per_s": data.size / dt,
+        "model_TFLOP_per_step": flops / 1e12, "TFLOP_per_s": flops / dt / 1e12,
+        "peak_mem_GiB": peak, "precision": opt.precision, "compile": opt.compile, "warmup_s": t_warm,
+    }
+    del model, optimizer, data
+    if cuda:
+        torch.cuda.empty_cache()
+    return row
+
+
+def _step_flops(model: X2VLM, data: Batch) -> float:
+    """Matrix FLOPs of one step (forward + backward = 3 × forward), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(data).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def _profile(step, cuda: bool, path: Path, title: str) -> None:  # type: ignore[no-untyped-def]
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70)
+    scopes = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=25,
+                                       max_name_column_width=70)
+    with path.open("a") as f:
+        f.write(f"\n===== {title}\n{table}\n----- by total time (scopes)\n{scopes}\n")
 
 
 def main() -> None:
@@ -117,24 +196,44 @@ def main() -> None:
                         help="image pairs (= box pairs) per step for base/large (default: 2 on CPU, the config's on GPU)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
+                        help="run each config eagerly (off), with torch.compile'd encoders (on), or both")
+    parser.add_argument("--shared-box-images", action="store_true",
+                        help="take box pairs from the image-text pairs' images (fewer images per step)")
+    parser.add_argument("--profile", action="store_true", help="write the top kernels of one step")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     torch.manual_seed(0)
+    kind = args.device.split(":")[0]
+    args.out.mkdir(parents=True, exist_ok=True)
+    profile = args.out / f"train_step-{kind}-profile.txt" if args.profile else None
+    if profile is not None:
+        profile.write_text("")
+    if kind == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     rows = []
+    out = args.out / f"train_step-{kind}.json"
+    machine = {
+        "platform": platform.platform(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "device": torch.cuda.get_device_name() if kind == "cuda" else "cpu",
+    }
+    print(f"{'config':>6} {'params':>8} {'compile':>7} {'pairs':>5} {'images':>6} {'ms/step':>9} {'pairs/s':>9} "
+          f"{'TFLOP/s':>8} {'peak GiB':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
-            batch = None if name == "demo" else (args.batch or (2 if args.device == "cpu" else None))
-            rows.append(run(name, args.device, batch, args.precision, args.steps, Path(tmp)))
-            r = rows[-1]
-            print(f"{r['config']:>6}  {r['params_M']:8.1f}M  pairs/step {r['pairs_per_step']:4}  "
-                  f"{r['ms_per_step']:9.1f} ms/step  {r['samples_per_s']:8.1f} pairs/s  peak {r['peak_mem_GiB']:.2f} GiB",
-                  flush=True)
-    machine = {
-        "platform": platform.platform(), "processor": platform.processor(), "cpu_count": torch.get_num_threads(),
-        "torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-    }
-    out = ROOT / "benchmarks" / "results" / f"train_step-{args.device.split(':')[0]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+            for mode in args.compile:
+                batch = None if name == "demo" else (args.batch or (2 if args.device == "cpu" else None))
+                opt = Options(args.device, args.precision, args.steps, mode == "on", not args.shared_box_images,
+                              profile)
+                r = run(name, batch, opt, Path(tmp))
+                rows.append(r)
+                print(f"{r['config']:>6} {r['params_M']:7.1f}M {mode:>7} {r['pairs_per_step']:5} {r['images']:6} "
+                      f"{r['ms_per_step']:9.1f} {r['samples_per_s']:9.1f} {r['TFLOP_per_s']:8.1f} "
+                      f"{r['peak_mem_GiB']:8.2f}", flush=True)
+                # Written after every row: a run cut short still leaves what it measured.
+                out.write_text(json.dumps({"machine": machine, "args": vars(args) | {"out": str(args.out)},
+                                           "results": rows}, indent=2))
     print(f"wrote {out}")
 
 

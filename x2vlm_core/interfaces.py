@@ -70,7 +70,9 @@ class LossOutput:
 
 
 # --------------------------------------------------------------------------------------- text
-@dataclass(frozen=True)
+# Not frozen (TokenizedText, Batch): Lightning Fabric's mixed/half precision plugins rebuild the inputs
+# field by field (setattr) to convert float tensors, and refuse frozen dataclasses.
+@dataclass
 class TokenizedText:
     """ids [B, L] long; mask [B, L] bool (True = real token); word_ids [B, L] long (-1 = special/pad)."""
 
@@ -263,7 +265,7 @@ class DataSource(Protocol):
     def __iter__(self) -> Iterator[Sample]: ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class Batch:
     """One mixed pretraining batch. Every row of `text` is paired with one visual concept.
 

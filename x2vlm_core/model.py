@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from registry import PluginRegistry, default_registry
 from x2vlm_core.concepts import concept_tokens, patch_mask
@@ -276,9 +277,11 @@ class X2VLM(nn.Module):
     # ------------------------------------------------------------------ pretraining step
     def step_state(self, batch: Batch) -> StepState:
         """Encode every image/video once and every text once; everything the losses share."""
-        bank = self.encode_visual(batch.images, batch.videos)
-        visual, visual_mask = self.concepts(bank, batch.source, batch.boxes)
-        text = self.text_tokens(batch.text.ids, batch.text.mask)
+        with record_function("x2vlm.encode_visual"):
+            bank = self.encode_visual(batch.images, batch.videos)
+            visual, visual_mask = self.concepts(bank, batch.source, batch.boxes)
+        with record_function("x2vlm.encode_text"):
+            text = self.text_tokens(batch.text.ids, batch.text.mask)
         return StepState(
             batch=batch,
             visual=visual,
@@ -297,7 +300,8 @@ class X2VLM(nn.Module):
         logs: dict[str, Tensor] = {}
         total = state.image_feat.new_zeros(())
         for name, loss in self.losses.items():
-            out = loss(self, state)
+            with record_function(f"x2vlm.loss.{name}"):  # named scopes in profiler traces
+                out = loss(self, state)
             parts[name] = out.loss
             total = total + self.loss_weights[name] * out.loss
             logs[name] = out.loss.detach()

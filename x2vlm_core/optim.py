@@ -91,13 +91,17 @@ def param_groups(
     return [groups[k] for k in order if k in groups]
 
 
-def build_optimizer(model: nn.Module, train_cfg: TrainConfig, new: Collection[str]) -> torch.optim.AdamW:
-    """AdamW over `param_groups` with the run's lr, weight decay, betas and new-parameter lr scale."""
+def build_optimizer(
+    model: nn.Module, train_cfg: TrainConfig, new: Collection[str], fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW over `param_groups` with the run's lr, weight decay, betas and new-parameter lr scale.
+
+    fused: one kernel for the whole update (CUDA); the default per-tensor-list update elsewhere."""
     groups = param_groups(model, train_cfg.weight_decay, train_cfg.lr, train_cfg.new_param_lr_scale, new)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     return torch.optim.AdamW(
-        groups, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay
+        groups, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay, fused=fused or None
     )
 
 

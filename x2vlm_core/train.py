@@ -244,7 +244,7 @@ def fit(
         print("parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items())
               + f", total {sum(counts.values()) / 1e6:.2f}M", file=sys.stderr)
 
-    optimizer = build_optimizer(model, t, new)
+    optimizer = build_optimizer(model, t, new, fused=fabric.device.type == "cuda")
     scheduler = build_scheduler(optimizer, t.warmup_steps, t.steps)
     wrapped, optimizer = fabric.setup(model, optimizer)
     if state is not None:

@@ -256,3 +256,17 @@ def test_gathered_contrastive_loss_and_gradients_equal_one_process(
         rows = slice(offsets[rank], offsets[rank + 1])
         for key in ("image_grad", "text_grad"):
             torch.testing.assert_close(part[key] * scale, reference[key][rows], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_reduced_precision_training_runs_through_fabric(tok: Path, tmp_path: Path, precision: str) -> None:
+    """Fabric's precision plugins convert the Batch inputs (bf16-true casts images to bf16): two steps
+    train, the losses are finite, and the checkpoint holds float weights."""
+    args = _overrides(tok, tmp_path / "run", steps=2) + ["--set", f"train.precision={precision}"]
+    cfg = load_config(TINY, args[1::2])
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        pretrain(cfg, progress=False, evaluate=False)
+    rows = read_history(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) and r["loss"] > 0 for r in rows)
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [2]
