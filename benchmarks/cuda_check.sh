@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What we run when a session is lent a GPU (one short prepared script; see benchmarks/README in the main README):
-#   1. benchmarks/train_step.py: base and large at batch 128 image-text + 128 box-text pairs in bf16, eager,
+#   1. the demo trained on the GPU in bf16-mixed (the trainer's CUDA path: Fabric, fused AdamW, evaluation);
+#   2. benchmarks/train_step.py: base and large at batch 128 image-text + 128 box-text pairs in bf16, eager,
 #      with a kernel profile of one step;
-#   2. the demo trained on the GPU in bf16-mixed (the trainer's CUDA path: Fabric, fused AdamW, evaluation);
 #   3. base again with torch.compile'd encoders.
 # Results land in $OUT (default /tmp/x2vlm-cuda). Wheels for packages the machine lacks may sit in .whl/.
 set -uo pipefail
@@ -17,15 +17,17 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, timm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
 
-timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
-  --configs base large --steps 10 --profile --out "$OUT" 2>&1 | grep -v "^USDT\|profiler_st" | tee "$OUT/bench.log"
-
 demo=/tmp/x2vlm-demo-cuda
 rm -rf "$demo"
 timeout "${DEMO_TIMEOUT:-180}" python3 -m x2vlm_core.cli pretrain --config configs/demo.yaml --quiet \
   --set train.accelerator=gpu --set train.precision=bf16-mixed --set "train.out_dir=$demo" \
   --set "model.text.tokenizer=$demo/tokenizer" --set "train.tokenizer.out=$demo/tokenizer" 2>&1 | tail -30 | tee "$OUT/demo.log"
 cp "$demo/eval.json" "$OUT/demo-eval.json" 2>/dev/null
+
+
+timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
+  --configs base large --steps 10 --profile --out "$OUT" 2>&1 | grep -v "^USDT\|profiler_st" | tee "$OUT/bench.log"
+
 
 mkdir -p "$OUT/compiled"
 timeout "${COMPILE_TIMEOUT:-200}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \

@@ -29,6 +29,7 @@ from x2vlm_core.interfaces import (
     VisionEncoder,
     VisionOutput,
 )
+from x2vlm_core.norms import autocast_layer_norms
 
 __all__ = ["X2VLM", "BboxHead", "MlmHead", "ModelOutput", "build_losses", "build_modules"]
 
@@ -139,6 +140,8 @@ class X2VLM(nn.Module):
         self.loss_weights = {name: float(weight) for name, (_, weight) in losses.items()}
         for head in (self.text_to_fusion, self.vision_proj, self.text_proj, self.itm_head, self.bbox_head, self.mlm_head):
             head.apply(_init_weights)
+        # Mixed precision: norms stay in bf16/fp16 instead of autocast's float32 (x2vlm_core/norms.py).
+        autocast_layer_norms(self)
         embeddings = text.word_embeddings()
         if text.width == fusion.width and embeddings.weight.shape == self.mlm_head.decoder.weight.shape:
             # As in BERT (and the official code): the MLM decoder shares the input word embeddings.

@@ -227,10 +227,10 @@ class CrossAttentionFusion(FusionEncoder):
         self, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor, causal: bool = False
     ) -> FusionOutput:
         length = text.shape[1]
-        self_mask = text_mask[:, None, :].expand(-1, length, -1)  # [B, L, L]: key padding
+        self_mask = text_mask[:, None, :]  # [B, 1, L]: key padding, broadcast over queries
         if causal:
             lower = torch.ones(length, length, dtype=torch.bool, device=text.device).tril()
-            self_mask = self_mask & lower
+            self_mask = self_mask & lower  # [B, L, L]
         self_mask = _attendable(self_mask)
         cross_mask = _attendable(vision_mask[:, None, :])  # [B, 1, 1+N]
         x = text
