@@ -83,22 +83,25 @@ def encode_texts(model: X2VLM, texts: Sequence[str], batch_size: int) -> tuple[T
 def _itm_scores(
     model: X2VLM, text: Tensor, text_mask: Tensor, visual: Tensor, pairs: Tensor, batch_size: int
 ) -> Tensor:
-    """Match probability for pairs [P, 2] = (text row, visual row) → [P]."""
+    """Log match probability for pairs [P, 2] = (text row, visual row) → [P]."""
     out = []
     full = torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
     for i in range(0, pairs.shape[0], batch_size):
         t, v = pairs[i : i + batch_size, 0], pairs[i : i + batch_size, 1]
         fused = model.fuse(text[t], text_mask[t], visual[v], full[v])
-        out.append(model.itm_logits(fused).float().softmax(-1)[:, 1])
+        out.append(model.itm_logits(fused).float().log_softmax(-1)[:, 1])
     return torch.cat(out) if out else text.new_zeros(0)
 
 
-def _rerank(sim: Tensor, k: int, score_pairs: Tensor) -> Tensor:
-    """Top-k of each row re-scored (2 + ITM prob, above every contrastive score); the rest keep `sim`."""
-    final = sim.clone()
+def _rerank(sim: Tensor, k: int, log_match: Tensor, temperature: float) -> Tensor:
+    """Each row's top-k re-scored by sim / τ + log p(match) (contrastive and matching evidence together, as
+    log-probabilities up to a per-query constant), placed above every other entry; the rest keep sim / τ."""
+    final = sim.double() / temperature
     rows = torch.arange(sim.shape[0], device=sim.device)[:, None].expand(-1, k)
     cols = sim.topk(k, dim=1).indices
-    final[rows, cols] = 2.0 + score_pairs.view(-1, k).to(final.dtype)
+    combined = final[rows, cols] + log_match.view(-1, k).double().clamp_min(-100.0)
+    # float64: the offset keeps the re-ranked block on top without losing the differences inside it
+    final[rows, cols] = 4.0 * final.abs().max() + 100.0 + combined
     return final
 
 
@@ -118,13 +121,14 @@ def evaluate_retrieval(
         [model.image_features(visual_tokens[i : i + batch_size]) for i in range(0, visual_tokens.shape[0], batch_size)]
     )
     sim_t2i = text_feat @ image_feat.T  # [T, V]
+    tau = float(model.temperature)
     positives = text_to_visual.to(device)[:, None] == torch.arange(visual_tokens.shape[0], device=device)[None]
     k_t = min(k, sim_t2i.shape[1])
     k_i = min(k, sim_t2i.shape[0])
     if k_t > 0:
         cand = sim_t2i.topk(k_t, dim=1).indices
         pairs = torch.stack([torch.arange(len(texts), device=device)[:, None].expand(-1, k_t), cand], -1)
-        sim_t2i_final = _rerank(sim_t2i, k_t, _itm_scores(model, text, text_mask, visual_tokens, pairs.view(-1, 2), batch_size))
+        sim_t2i_final = _rerank(sim_t2i, k_t, _itm_scores(model, text, text_mask, visual_tokens, pairs.view(-1, 2), batch_size), tau)
     else:
         sim_t2i_final = sim_t2i
     sim_i2t = sim_t2i.T
@@ -132,7 +136,7 @@ def evaluate_retrieval(
         cand = sim_i2t.topk(k_i, dim=1).indices  # texts per visual
         vis = torch.arange(sim_i2t.shape[0], device=device)[:, None].expand(-1, k_i)
         pairs = torch.stack([cand, vis], -1)
-        sim_i2t_final = _rerank(sim_i2t, k_i, _itm_scores(model, text, text_mask, visual_tokens, pairs.view(-1, 2), batch_size))
+        sim_i2t_final = _rerank(sim_i2t, k_i, _itm_scores(model, text, text_mask, visual_tokens, pairs.view(-1, 2), batch_size), tau)
     else:
         sim_i2t_final = sim_i2t
     return RetrievalMetrics(

@@ -215,3 +215,14 @@ def test_init_from_xlmr_layers(tmp_path: Path) -> None:
     for target in (0, 1):
         for key, value in xlmr.hf_layers()[1].state_dict().items():
             torch.testing.assert_close(model.layer[target].state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_init_std_sets_the_linear_weight_scale(bert: BertText) -> None:
+    torch.manual_seed(0)
+    for std in (0.02, 0.09):
+        model = CrossAttentionFusion(_config(init_std=std), VISION, bert)
+        weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, torch.nn.Linear)])
+        assert weights.std().item() == pytest.approx(std, rel=0.05)
+        assert all(not m.bias.any() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    with pytest.raises(ValidationError, match="greater than 0"):
+        CrossAttentionFusionConfig(init_std=0.0)
