@@ -47,6 +47,10 @@ class HFArchitectureConfig(BaseModel):
     intermediate: int | None = Field(None, gt=0, description="FFN width (unset: config.json, or 3072)")
     max_positions: int | None = Field(None, gt=0, description="usable positions (unset: config.json, or 512)")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="hidden and attention dropout")
+    init_std: float = Field(
+        0.02, gt=0.0, description="random init only: std of the weight initialisation (HF initializer_range; "
+        "0.02 suits width 768, narrow from-scratch models learn sooner near 1/sqrt(width))",
+    )
     weights: bool = Field(
         True, description="with `pretrained`: load its weights (false = its architecture and tokenizer "
         "only, random init; what checkpoints record, since they hold the weights)",

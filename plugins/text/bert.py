@@ -52,6 +52,7 @@ class BertText(HFTextEncoder):
             hidden_dropout_prob=config.dropout,
             attention_probs_dropout_prob=config.dropout,
             pad_token_id=tokenizer.pad_id,
+            initializer_range=config.init_std,
         )
         hf_config._attn_implementation = "sdpa"
         super().__init__(BertModel(hf_config, add_pooling_layer=False), tokenizer, frozenset())

@@ -71,6 +71,7 @@ class XlmrText(HFTextEncoder):
             layer_norm_eps=1e-5,  # xlm-roberta-base's value (transformers' default is BERT's 1e-12)
             hidden_dropout_prob=config.dropout,
             attention_probs_dropout_prob=config.dropout,
+            initializer_range=config.init_std,
             pad_token_id=tokenizer.pad_id,
             bos_token_id=tokenizer.cls_id,
             eos_token_id=tokenizer.sep_id,

@@ -31,8 +31,9 @@ class TimmVisionConfig(BaseModel):
     pretrained: str | None = Field(None, description="local checkpoint (.pth/.bin/.safetensors); None = random init")
 
 
-def create_timm_trunk(arch: TimmVisionConfig, plugin: str) -> nn.Module:
-    """Build `arch.timm_name` with random weights and no classifier (timm never downloads here)."""
+def create_timm_trunk(arch: TimmVisionConfig, plugin: str, **kwargs: object) -> nn.Module:
+    """Build `arch.timm_name` with random weights and no classifier (timm never downloads here);
+    `kwargs` go to the model's constructor."""
     import timm
 
     if not timm.is_model(arch.timm_name):
@@ -40,7 +41,7 @@ def create_timm_trunk(arch: TimmVisionConfig, plugin: str) -> nn.Module:
         close = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.6)
         hint = f"; close names: {', '.join(close)}" if close else ""
         raise ValueError(f"vision plugin {plugin!r}: timm has no model {arch.timm_name!r}{hint}")
-    overrides: dict[str, int] = {}
+    overrides: dict[str, object] = dict(kwargs)
     # Only the overrides a tiny test model needs; a None leaves the variant's own value.
     for timm_arg, value in (
         ("embed_dim", arch.width),
@@ -97,10 +98,10 @@ def _rgb(values: object, fallback: tuple[float, float, float]) -> tuple[float, f
 class TimmTrunkVision(VisionEncoder):
     """A timm ViT trunk as a VisionEncoder: pixels [B, 3, H, W] -> tokens [B, 1+N, D] (token 0 = mean of patches)."""
 
-    def __init__(self, arch: TimmVisionConfig, plugin: str) -> None:
+    def __init__(self, arch: TimmVisionConfig, plugin: str, **kwargs: object) -> None:
         super().__init__()
         self.plugin = plugin
-        self.trunk = create_timm_trunk(arch, plugin)
+        self.trunk = create_timm_trunk(arch, plugin, **kwargs)
         patch = tuple(int(p) for p in self.trunk.patch_embed.patch_size)
         grid = tuple(int(g) for g in self.trunk.patch_embed.grid_size)
         if arch.image_size % patch[0] or arch.image_size % patch[1]:

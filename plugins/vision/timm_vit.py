@@ -33,6 +33,10 @@ class TimmVitVisionConfig(TimmVisionConfig):
     pretrained: str | None = Field(
         None, description="local timm checkpoint of this model (.pth/.bin/.safetensors); None = random init"
     )
+    weight_init: Literal["timm", "jax"] = Field(
+        "timm", description="random init of a ViT (VisionTransformer family): timm's (trunc-normal std 0.02) or "
+        "'jax' (xavier-uniform linears, fan-in scaled: narrow from-scratch models learn sooner)",
+    )
     pos_embed_init: Literal["timm", "sincos"] = Field(
         "timm", description="initial patch position embeddings of a randomly initialised trunk: timm's "
         "(normal, std 0.02) or 2-D sine-cosine (unit amplitude, still learned); from-scratch models learn "
@@ -70,7 +74,8 @@ class TimmVitVision(TimmTrunkVision):
     """A timm ViT-family model: pixels [B, 3, H, W] -> tokens [B, 1+N, D], token 0 = mean of the patches."""
 
     def __init__(self, config: TimmVitVisionConfig) -> None:
-        super().__init__(config, plugin="timm_vit")
+        kwargs = {} if config.weight_init == "timm" else {"weight_init": config.weight_init}
+        super().__init__(config, plugin="timm_vit", **kwargs)
         self.config = config
         if config.pos_embed_init == "sincos":
             self._sincos_positions()

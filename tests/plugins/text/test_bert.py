@@ -113,3 +113,11 @@ def test_strict_round_trip(wordpiece_dir: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(other(batch.ids, batch.mask).tokens, model(batch.ids, batch.mask).tokens,
                                    rtol=0, atol=0)
+
+
+def test_init_std_scales_random_init(wordpiece_dir: Path) -> None:
+    for std in (0.02, 0.09):
+        torch.manual_seed(0)
+        model = BertText(BertTextConfig(tokenizer=str(wordpiece_dir), **{**TINY, "width": 64}, init_std=std))
+        weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, torch.nn.Linear)])
+        assert weights.std().item() == pytest.approx(std, rel=0.05)

@@ -158,3 +158,11 @@ def test_sincos_position_init_sets_patch_positions_only() -> None:
     assert pos.requires_grad  # an initialisation, still learned
     with pytest.raises(ValueError, match="pos_embed_init"):
         TimmVitVision(TimmVitVisionConfig(**{**cfg, "timm_name": "vit_base_patch16_rope_224"}, pos_embed_init="sincos"))
+
+
+def test_jax_weight_init_is_fan_in_scaled() -> None:
+    torch.manual_seed(0)
+    default = tiny(width=64).trunk.blocks[0].mlp.fc1.weight
+    jax = tiny(width=64, weight_init="jax").trunk.blocks[0].mlp.fc1.weight  # 64 -> 256: xavier std 0.079
+    assert default.std().item() == pytest.approx(0.02, rel=0.1)
+    assert jax.std().item() == pytest.approx((2 / (64 + 256)) ** 0.5, rel=0.1)
