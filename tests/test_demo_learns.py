@@ -44,8 +44,9 @@ def test_video_retrieval_above_chance(demo_run: dict[str, float]) -> None:
     assert demo_run["video_retrieval/i2t_r10"] >= 4 * 10 * chance, demo_run
 
 
-def test_grounding_is_measured(demo_run: dict[str, float]) -> None:
-    # Grounding is evaluated (object boxes of the held-out scenes); its accuracy is reported, not asserted:
-    # a few hundred CPU steps do not yet localise objects (see README, Demo results).
+def test_grounding_far_above_a_centre_guess(demo_run: dict[str, float]) -> None:
+    # A box head that has not learned where things are predicts boxes around the image centre: acc@0.5 about
+    # 0.026 and mean IoU 0.09 on these scenes (measured before the demo's sincos/init fixes).
     assert demo_run["grounding/n"] > 200
-    assert 0.0 <= demo_run["grounding/acc@0.5"] <= 1.0 and 0.0 < demo_run["grounding/mean_iou"] < 1.0
+    assert demo_run["grounding/acc@0.5"] >= 0.1, demo_run
+    assert demo_run["grounding/mean_iou"] >= 0.2, demo_run
