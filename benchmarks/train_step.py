@@ -118,9 +118,8 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
     cuda = device.startswith("cuda")
     with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
         flops = _step_flops(model, data)
-    if opt.compile:  # the encoders, where the FLOPs are; the losses' shapes vary and stay eager
-        for part in (model.vision, model.text, model.fusion):
-            part.compile()
+    if opt.compile:
+        model.compile_encoders()
 
     def step() -> None:
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
@@ -210,8 +209,7 @@ def main() -> None:
     if profile is not None:
         profile.write_text("")
     if kind == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # as the trainer does on CUDA
     rows = []
     out = args.out / f"train_step-{kind}.json"
     machine = {

@@ -93,13 +93,13 @@ def _itm_scores(
     return torch.cat(out) if out else text.new_zeros(0)
 
 
-def _rerank(sim: Tensor, k: int, log_match: Tensor, temperature: float) -> Tensor:
-    """Each row's top-k re-scored by sim / τ + log p(match) (contrastive and matching evidence together, as
-    log-probabilities up to a per-query constant), placed above every other entry; the rest keep sim / τ."""
+def _rerank(sim: Tensor, cols: Tensor, log_match: Tensor, temperature: float) -> Tensor:
+    """Each row's candidates cols [Q, k] (its contrastive top-k) re-scored by sim / τ + log p(match)
+    (contrastive and matching evidence together, as log-probabilities up to a per-query constant), placed
+    above every other entry; the rest keep sim / τ."""
     final = sim.double() / temperature
-    rows = torch.arange(sim.shape[0], device=sim.device)[:, None].expand(-1, k)
-    cols = sim.topk(k, dim=1).indices
-    combined = final[rows, cols] + log_match.view(-1, k).double().clamp_min(-100.0)
+    rows = torch.arange(sim.shape[0], device=sim.device)[:, None].expand_as(cols)
+    combined = final[rows, cols] + log_match.view_as(cols).double().clamp_min(-100.0)
     # float64: the offset keeps the re-ranked block on top without losing the differences inside it
     final[rows, cols] = 4.0 * final.abs().max() + 100.0 + combined
     return final
@@ -128,7 +128,7 @@ def evaluate_retrieval(
     if k_t > 0:
         cand = sim_t2i.topk(k_t, dim=1).indices
         pairs = torch.stack([torch.arange(len(texts), device=device)[:, None].expand(-1, k_t), cand], -1)
-        sim_t2i_final = _rerank(sim_t2i, k_t, _itm_scores(model, text, text_mask, visual_tokens, pairs.view(-1, 2), batch_size), tau)
+        sim_t2i_final = _rerank(sim_t2i, cand, _itm_scores(model, text, text_mask, visual_tokens, pairs.view(-1, 2), batch_size), tau)
     else:
         sim_t2i_final = sim_t2i
     sim_i2t = sim_t2i.T
@@ -136,7 +136,7 @@ def evaluate_retrieval(
         cand = sim_i2t.topk(k_i, dim=1).indices  # texts per visual
         vis = torch.arange(sim_i2t.shape[0], device=device)[:, None].expand(-1, k_i)
         pairs = torch.stack([cand, vis], -1)
-        sim_i2t_final = _rerank(sim_i2t, k_i, _itm_scores(model, text, text_mask, visual_tokens, pairs.view(-1, 2), batch_size), tau)
+        sim_i2t_final = _rerank(sim_i2t, cand, _itm_scores(model, text, text_mask, visual_tokens, pairs.view(-1, 2), batch_size), tau)
     else:
         sim_i2t_final = sim_i2t
     return RetrievalMetrics(

@@ -312,6 +312,12 @@ class X2VLM(nn.Module):
         logs["temperature"] = state.temperature.detach()
         return ModelOutput(loss=total, parts=parts, logs=logs)
 
+    def compile_encoders(self) -> None:
+        """torch.compile the vision, text and fusion encoders in place (state-dict keys unchanged): they hold
+        the FLOPs; the losses and heads have data-dependent shapes and stay eager."""
+        for part in (self.vision, self.text, self.fusion):
+            part.compile()
+
     # ------------------------------------------------------------------ bookkeeping
     def module_names(self) -> list[str]:
         """Top-level parts as stored in a checkpoint (one safetensors file each)."""

@@ -246,9 +246,8 @@ def fit(
 
     if fabric.device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # the few float32 products (logits) may use TF32
-    if t.compile:  # the encoders hold the FLOPs; losses and heads have data-dependent shapes and stay eager
-        for part in (model.vision, model.text, model.fusion):
-            part.compile()
+    if t.compile:
+        model.compile_encoders()
     optimizer = build_optimizer(model, t, new, fused=fabric.device.type == "cuda")
     scheduler = build_scheduler(optimizer, t.warmup_steps, t.steps)
     wrapped, optimizer = fabric.setup(model, optimizer)

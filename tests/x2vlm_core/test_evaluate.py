@@ -19,14 +19,15 @@ def test_rerank_combines_contrastive_and_matching_evidence_inside_the_top_k() ->
     tau = 0.1
     sim = torch.tensor([[0.50, 0.48, 0.20, 0.10]])  # top-2: columns 0 and 1
     # column 1's match probability is far higher: it overturns a small similarity gap (0.02 / τ = 0.2)
-    final = _rerank(sim, 2, torch.tensor([math.log(0.2), math.log(0.9)]), tau)
+    final = _rerank(sim, sim.topk(2).indices, torch.tensor([math.log(0.2), math.log(0.9)]), tau)
     assert final.argsort(descending=True).tolist() == [[1, 0, 2, 3]]
     gap = (0.48 / tau + math.log(0.9)) - (0.50 / tau + math.log(0.2))
     assert abs((final[0, 1] - final[0, 0]).item() - gap) < 1e-5
     # ...but a slightly higher probability does not overturn a large similarity gap (3 / τ' = 30)
     sim = torch.tensor([[0.9, 0.6, 0.0]])
-    final = _rerank(sim, 2, torch.tensor([math.log(0.5), math.log(0.6)]), 0.1)
+    final = _rerank(sim, sim.topk(2).indices, torch.tensor([math.log(0.5), math.log(0.6)]), 0.1)
     assert final.argsort(descending=True).tolist() == [[0, 1, 2]]
     # re-ranked entries stay above everything else, even with a hopeless match probability
-    final = _rerank(torch.tensor([[0.3, 0.2, 0.1]]), 1, torch.tensor([-1e9]), 0.01)
+    sim = torch.tensor([[0.3, 0.2, 0.1]])
+    final = _rerank(sim, sim.topk(1).indices, torch.tensor([-1e9]), 0.01)
     assert final[0, 0] > final[0, 1] > final[0, 2]
