@@ -32,14 +32,14 @@ from typing import Any
 import torch
 import yaml
 
-from registry import default_registry
 from x2vlm_core.checkpoint import save_checkpoint
 from x2vlm_core.config import RunConfig, load_yaml, resolve_config
-from x2vlm_core.finetune import finetune, finetune_config_from
+from x2vlm_core.data.tokenizer import train_tokenizer
+from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
-from x2vlm_core.reassemble import reassemble_checkpoint
-from x2vlm_core.tokenizer import train_tokenizer
-from x2vlm_core.train import pretrain
+from x2vlm_core.training.finetune import finetune, finetune_config_from
+from x2vlm_core.training.pretrain import pretrain
+from x2vlm_core.transfer.reassemble import reassemble_checkpoint
 
 __all__ = ["main"]
 

@@ -29,13 +29,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from registry import default_registry
 from x2vlm_core.config import load_config
+from x2vlm_core.contracts import Batch, TokenizedText
 from x2vlm_core.data.collate import BatchBuilder
-from x2vlm_core.interfaces import Batch, TokenizedText
+from x2vlm_core.data.tokenizer import train_tokenizer
+from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
-from x2vlm_core.optim import build_optimizer
-from x2vlm_core.tokenizer import train_tokenizer
+from x2vlm_core.training.optim import build_optimizer
 
 CONFIGS = {"demo": "demo.yaml", "base": "x2vlm_base_4m.yaml", "large": "x2vlm_large_4m.yaml"}
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import Any
@@ -13,11 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from registry import hookspecs
 from registry.errors import ConfigError, DuplicatePluginError, PluginLoadError, UnknownPluginError
-from registry.spec import KINDS, BrokenPlugin, PluginInfo, PluginSpec
+from registry.spec import BrokenPlugin, PluginInfo, PluginSpec
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginRegistry", "default_registry", "validation_error"]
-
-ENTRY_POINT_GROUP = "x2vlm"
+__all__ = ["PluginRegistry", "validation_error"]
 
 
 def _dist_of(ep: EntryPoint) -> tuple[str, str]:
@@ -28,23 +25,24 @@ def _dist_of(ep: EntryPoint) -> tuple[str, str]:
 
 
 class PluginRegistry:
-    """All plugins known to one process, keyed by (kind, name).
+    """All plugins known to one process, keyed by (kind, name); `kinds` (from the caller) are the kinds it accepts.
 
     Built-in and third-party plugins arrive the same way: a module with an `x2vlm_provide_plugins`
     hookimpl, registered under its entry-point name. A module that fails to import is kept as broken
     (with its exception) and every other plugin still loads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Sequence[str]) -> None:
+        self.kinds: tuple[str, ...] = tuple(kinds)
         self._pm = pluggy.PluginManager("x2vlm")
         self._pm.add_hookspecs(hookspecs)
         self._plugins: dict[tuple[str, str], PluginInfo] = {}
         self._broken: list[BrokenPlugin] = []
 
     @classmethod
-    def from_entry_points(cls, group: str = ENTRY_POINT_GROUP) -> PluginRegistry:
+    def from_entry_points(cls, group: str, kinds: Sequence[str]) -> PluginRegistry:
         """Load every entry point of `group` (each import in its own try)."""
-        registry = cls()
+        registry = cls(kinds)
         for ep in sorted(entry_points(group=group), key=lambda e: e.name):
             dist, version = _dist_of(ep)
             try:
@@ -67,6 +65,8 @@ class PluginRegistry:
             for spec in specs:
                 if not isinstance(spec, PluginSpec):
                     raise TypeError(f"x2vlm_provide_plugins returned {type(spec).__name__}, not PluginSpec")
+                if spec.kind not in self.kinds:
+                    raise ValueError(f"plugin {spec.name!r}: kind {spec.kind!r} is not one of {', '.join(self.kinds)}")
         except Exception as error:
             if self._pm.is_registered(module):
                 self._pm.unregister(module)
@@ -92,18 +92,18 @@ class PluginRegistry:
 
     def plugins(self, kind: str | None = None) -> list[PluginInfo]:
         """Registered plugins, sorted by kind then name."""
-        if kind is not None and kind not in KINDS:
-            raise UnknownPluginError("kind", kind, KINDS)
+        if kind is not None and kind not in self.kinds:
+            raise UnknownPluginError("kind", kind, self.kinds)
         found = [p for (k, _), p in self._plugins.items() if kind is None or k == kind]
-        return sorted(found, key=lambda p: (KINDS.index(p.spec.kind), p.spec.name))
+        return sorted(found, key=lambda p: (self.kinds.index(p.spec.kind), p.spec.name))
 
     def names(self, kind: str) -> list[str]:
         return [p.spec.name for p in self.plugins(kind)]
 
     def get(self, kind: str, name: str, where: str | None = None) -> PluginInfo:
         """The plugin `name` of `kind`; an unknown name lists the names that exist."""
-        if kind not in KINDS:
-            raise UnknownPluginError("kind", kind, KINDS, where)
+        if kind not in self.kinds:
+            raise UnknownPluginError("kind", kind, self.kinds, where)
         info = self._plugins.get((kind, name))
         if info is None:
             broken = [b for b in self._broken if b.entry_point in (f"{kind}.{name}", name)]
@@ -157,8 +157,3 @@ def validation_error(error: ValidationError, where: str, owner: str, file: str |
     shown = not isinstance(value, dict) and len(repr(value)) <= 200
     return ConfigError(path, msg + extra, value if shown else None, file=file, has_value=shown)
 
-
-@functools.cache
-def default_registry() -> PluginRegistry:
-    """The process-wide registry, loaded from entry points on first use (never at import time)."""
-    return PluginRegistry.from_entry_points()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from x2vlm_core.config import load_config
-from x2vlm_core.train import pretrain
+from x2vlm_core.training.pretrain import pretrain
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 

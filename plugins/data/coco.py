@@ -12,9 +12,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.data.records import BadRecord, DataError, RecordSource, clean_texts, load_image, read_json
-from x2vlm_core.interfaces import Sample
+from x2vlm_core.plugin_api import (
+    BadRecord,
+    DataError,
+    PluginSpec,
+    RecordSource,
+    Sample,
+    clean_texts,
+    hookimpl,
+    load_image,
+    read_json,
+)
 
 __all__ = ["CocoConfig", "CocoSource"]
 

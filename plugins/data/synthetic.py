@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -35,11 +34,9 @@ from plugins.data._synth_scene import (
     split_bucket,
     union_box,
 )
-from registry import PluginSpec, hookimpl
-from x2vlm_core.data.records import record_shard
-from x2vlm_core.interfaces import Concept, ConceptKind, Sample
+from x2vlm_core.plugin_api import Concept, ConceptKind, PluginSpec, Sample, hookimpl, record_shard
 
-__all__ = ["Synthetic", "SyntheticConfig", "describe_clip", "describe_scene", "synth_shards"]
+__all__ = ["Synthetic", "SyntheticConfig", "describe_clip", "describe_scene"]
 
 _BUCKETS = {"train": range(8), "val": range(8, 9), "test": range(9, 10)}
 
@@ -213,25 +210,6 @@ class Synthetic(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
                 caption, concepts = describe_scene(scene, grammar, self.config.image_size)
                 texts += [caption, *(k.text for k in concepts), describe_clip(clip, grammar)]
         return texts[:n]
-
-
-def synth_shards(
-    out_dir: str | Path,
-    n: int,
-    shard_size: int,
-    seed: int = 0,
-    image_size: int = 64,
-    kind: Literal["image", "video"] = "image",
-    languages: Sequence[str] = ("en",),
-    split: Literal["train", "val", "test"] = "train",
-) -> list[Path]:
-    """Write n synthetic records as webdataset shards `out_dir/shard-%06d.tar`; returns the shard paths."""
-    from x2vlm_core.shards import write_shards
-
-    config = SyntheticConfig.model_validate(
-        {"seed": seed, "split": split, "samples": n, "image_size": image_size, "kind": kind, "languages": tuple(languages)}
-    )
-    return write_shards(Synthetic(config), out_dir, shard_size)
 
 
 @hookimpl

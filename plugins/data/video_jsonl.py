@@ -8,10 +8,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.data.records import BadRecord, RecordSource, clean_texts, expand_paths, parse_json_line, read_lines
-from x2vlm_core.data.video import decode_video
-from x2vlm_core.interfaces import Sample
+from x2vlm_core.plugin_api import (
+    BadRecord,
+    PluginSpec,
+    RecordSource,
+    Sample,
+    clean_texts,
+    decode_video,
+    expand_paths,
+    hookimpl,
+    parse_json_line,
+    read_lines,
+)
 
 __all__ = ["VideoJsonlConfig", "VideoJsonlSource"]
 

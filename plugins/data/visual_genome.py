@@ -15,17 +15,20 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.data.records import (
+from x2vlm_core.plugin_api import (
     BadRecord,
+    Concept,
+    ConceptKind,
     DataError,
+    PluginSpec,
     RecordSource,
+    Sample,
     clean_texts,
+    hookimpl,
     load_image,
     pixel_box_to_normalised,
     read_json,
 )
-from x2vlm_core.interfaces import Concept, ConceptKind, Sample
 
 __all__ = ["VisualGenomeConfig", "VisualGenomeSource"]
 

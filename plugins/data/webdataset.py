@@ -1,4 +1,4 @@
-"""Webdataset tar shards as a data source (format of x2vlm_core.shards: `<key>.png|jpg|mp4` + `<key>.json`).
+"""Webdataset tar shards as a data source (format of `x2vlm data synth`: `<key>.png|jpg|mp4` + `<key>.json`).
 
 Shards are split across ranks × DataLoader workers (each consumer reads whole shards, none twice),
 records are shuffled through a buffer of encoded records (decoding happens on the way out, so the
@@ -19,9 +19,18 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.data.records import BadRecord, DataError, SkipCounter, load_image, record_shard
-from x2vlm_core.interfaces import Concept, ConceptKind, Sample
+from x2vlm_core.plugin_api import (
+    BadRecord,
+    Concept,
+    ConceptKind,
+    DataError,
+    PluginSpec,
+    Sample,
+    SkipCounter,
+    hookimpl,
+    load_image,
+    record_shard,
+)
 
 __all__ = ["WebDataset", "WebDatasetConfig", "resolve_shards"]
 
@@ -176,7 +185,7 @@ class WebDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
         if images:
             image = load_image(parts[images[0]])
         else:
-            from x2vlm_core.data.video import decode_video
+            from x2vlm_core.plugin_api import decode_video
 
             frames = decode_video(parts[videos[0]], frames=self.config.frames)
         return Sample(

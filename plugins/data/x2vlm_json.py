@@ -17,18 +17,21 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.data.records import (
+from x2vlm_core.plugin_api import (
     BadRecord,
+    Concept,
+    ConceptKind,
+    PluginSpec,
     RecordSource,
+    Sample,
     clean_texts,
     expand_paths,
+    hookimpl,
     load_image,
     parse_json_line,
     pixel_box_to_normalised,
     read_lines,
 )
-from x2vlm_core.interfaces import Concept, ConceptKind, Sample
 
 __all__ = ["X2vlmJsonConfig", "X2vlmJsonSource"]
 

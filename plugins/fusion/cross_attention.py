@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from registry import ConfigError, PluginSpec, hookimpl
-from x2vlm_core.interfaces import FusionEncoder, FusionOutput, TextEncoder
+from x2vlm_core.plugin_api import ConfigError, FusionEncoder, FusionOutput, PluginSpec, TextEncoder, hookimpl
 
 __all__ = ["CrossAttentionFusion", "CrossAttentionFusionConfig"]
 

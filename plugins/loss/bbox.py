@@ -10,9 +10,17 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.boxes import box_iou_aligned, cxcywh_to_xyxy, generalized_box_iou_aligned
-from x2vlm_core.interfaces import LossContext, LossModule, LossOutput, StepState
+from x2vlm_core.plugin_api import (
+    LossContext,
+    LossModule,
+    LossOutput,
+    PluginSpec,
+    StepState,
+    box_iou_aligned,
+    cxcywh_to_xyxy,
+    generalized_box_iou_aligned,
+    hookimpl,
+)
 
 __all__ = ["BboxLoss", "BboxLossConfig"]
 

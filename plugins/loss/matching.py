@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.interfaces import LossContext, LossModule, LossOutput, StepState
+from x2vlm_core.plugin_api import LossContext, LossModule, LossOutput, PluginSpec, StepState, hookimpl
 
 __all__ = ["HardNegatives", "MatchingLoss", "MatchingLossConfig", "sample_hard_negatives"]
 

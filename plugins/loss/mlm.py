@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.interfaces import LossContext, LossModule, LossOutput, StepState, TokenizedText
+from x2vlm_core.plugin_api import LossContext, LossModule, LossOutput, PluginSpec, StepState, TokenizedText, hookimpl
 
 __all__ = ["MaskedText", "MlmLoss", "MlmLossConfig", "mask_tokens"]
 

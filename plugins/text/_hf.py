@@ -10,10 +10,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from registry import ConfigError
-from x2vlm_core.interfaces import TextEncoder, TextOutput, Tokenizer
-from x2vlm_core.tokenizer import FastTokenizer, load_tokenizer
-from x2vlm_core.weights import WeightsError, load_state_file, load_state_strict
+from x2vlm_core.plugin_api import (
+    ConfigError,
+    FastTokenizer,
+    TextEncoder,
+    TextOutput,
+    Tokenizer,
+    WeightsError,
+    load_state_file,
+    load_state_strict,
+    load_tokenizer,
+)
 
 __all__ = [
     "HFArchitectureConfig",
@@ -102,7 +109,7 @@ def tokenizer_path(path: str, plugin: str) -> FastTokenizer:
     if not Path(path).exists():
         raise ConfigError(
             "tokenizer", f"{plugin} text plugin: tokenizer path does not exist (a tokenizer directory, "
-            "vocab.txt or SentencePiece .model; x2vlm_core.tokenizer.train_tokenizer makes one)", path,
+            "vocab.txt or SentencePiece .model; `x2vlm data tokenizer` makes one)", path,
         )
     return load_tokenizer(path)
 

@@ -16,8 +16,7 @@ from plugins.text._hf import (
     save_architecture,
     tokenizer_path,
 )
-from registry import PluginSpec, hookimpl
-from x2vlm_core.tokenizer import load_tokenizer
+from x2vlm_core.plugin_api import PluginSpec, hookimpl, load_tokenizer
 
 __all__ = ["BertText", "BertTextConfig"]
 

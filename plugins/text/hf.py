@@ -9,8 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoConfig, AutoModel
 
 from plugins.text._hf import HFTextEncoder, load_hf_weights, pretrained_dir, save_architecture
-from registry import PluginSpec, hookimpl
-from x2vlm_core.tokenizer import load_tokenizer
+from x2vlm_core.plugin_api import PluginSpec, hookimpl, load_tokenizer
 
 __all__ = ["HFText", "HFTextConfig"]
 

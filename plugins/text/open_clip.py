@@ -23,9 +23,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from registry import ConfigError, PluginSpec, hookimpl
-from x2vlm_core.interfaces import TextEncoder, TextOutput, TokenizedText
-from x2vlm_core.weights import load_state_file, load_state_strict
+from x2vlm_core.plugin_api import (
+    ConfigError,
+    PluginSpec,
+    TextEncoder,
+    TextOutput,
+    TokenizedText,
+    hookimpl,
+    load_state_file,
+    load_state_strict,
+)
 
 __all__ = ["OpenClipText", "OpenClipTextConfig", "OpenClipTokenizer", "clip_text_state"]
 

@@ -20,8 +20,7 @@ from plugins.text._hf import (
     save_architecture,
     tokenizer_path,
 )
-from registry import ConfigError, PluginSpec, hookimpl
-from x2vlm_core.tokenizer import load_tokenizer
+from x2vlm_core.plugin_api import ConfigError, PluginSpec, hookimpl, load_tokenizer
 
 __all__ = ["XlmrText", "XlmrTextConfig"]
 

@@ -14,8 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.interfaces import VideoEncoder, VisionEncoder, VisionOutput
+from x2vlm_core.plugin_api import PluginSpec, VideoEncoder, VisionEncoder, VisionOutput, hookimpl
 
 __all__ = ["FrameMeanVideo", "FrameMeanVideoConfig", "resize_temporal_embedding"]
 

@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from x2vlm_core.interfaces import VisionEncoder, VisionOutput
+from x2vlm_core.plugin_api import VisionEncoder, VisionOutput
 
 __all__ = ["TimmTrunkVision", "TimmVisionConfig", "create_timm_trunk", "mean_token_output", "timm_patch_tokens"]
 

@@ -15,9 +15,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from registry import PluginSpec, hookimpl
-from x2vlm_core.interfaces import VisionEncoder, VisionOutput
-from x2vlm_core.weights import WeightsError, load_state_file, load_state_strict
+from x2vlm_core.plugin_api import (
+    PluginSpec,
+    VisionEncoder,
+    VisionOutput,
+    WeightsError,
+    hookimpl,
+    load_state_file,
+    load_state_strict,
+)
 
 __all__ = ["OPEN_CLIP_IGNORED_KEYS", "OpenClipVision", "OpenClipVisionConfig", "open_clip_visual_state"]
 

@@ -14,8 +14,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from plugins.vision._timm_trunk import TimmTrunkVision, TimmVisionConfig
-from registry import PluginSpec, hookimpl
-from x2vlm_core.weights import load_state_file, load_state_strict
+from x2vlm_core.plugin_api import PluginSpec, hookimpl, load_state_file, load_state_strict
 
 __all__ = ["TIMM_HEAD_KEYS", "TimmVitVision", "TimmVitVisionConfig", "timm_state_from_checkpoint"]
 

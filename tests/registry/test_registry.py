@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict
 
 import registry
 from registry import (
-    KINDS,
     DuplicatePluginError,
     PluginLoadError,
     PluginRegistry,
@@ -20,6 +19,8 @@ from registry import (
     hookimpl,
     hookspecs,
 )
+from x2vlm_core.contracts.factories import KINDS
+from x2vlm_core.discovery import ENTRY_POINT_GROUP
 
 
 class _Cfg(BaseModel):
@@ -44,11 +45,11 @@ def test_kinds_and_hookspecs_are_pinned() -> None:
     assert KINDS == ("vision", "video", "text", "fusion", "loss", "data", "task")
     specs = sorted(n for n in dir(hookspecs) if n.startswith("x2vlm_"))
     assert specs == ["x2vlm_provide_plugins"]
-    assert set(registry.__all__) >= {"hookimpl", "PluginSpec", "PluginRegistry", "default_registry"}
+    assert set(registry.__all__) >= {"hookimpl", "PluginSpec", "PluginRegistry"}
 
 
 def test_register_build_and_summary() -> None:
-    reg = PluginRegistry()
+    reg = PluginRegistry(KINDS)
     reg.register_module(_module(PluginSpec("vision", "toy", _Cfg, _factory)), "vision.toy", "toy-dist", "1.2")
     (info,) = reg.plugins("vision")
     assert (info.spec.name, info.distribution, info.version) == ("toy", "toy-dist", "1.2")
@@ -57,7 +58,7 @@ def test_register_build_and_summary() -> None:
 
 
 def test_unknown_name_lists_names_and_close_match() -> None:
-    reg = PluginRegistry()
+    reg = PluginRegistry(KINDS)
     reg.register_module(_module(PluginSpec("vision", "beit2", _Cfg, _factory),
                                 PluginSpec("vision", "timm_vit", _Cfg, _factory)), "m")
     with pytest.raises(UnknownPluginError) as err:
@@ -70,11 +71,11 @@ def test_unknown_name_lists_names_and_close_match() -> None:
 
 def test_unknown_kind() -> None:
     with pytest.raises(UnknownPluginError, match=r"unknown kind plugin 'visoin'.*Did you mean 'vision'"):
-        PluginRegistry().plugins("visoin")
+        PluginRegistry(KINDS).plugins("visoin")
 
 
 def test_duplicate_names_both_distributions() -> None:
-    reg = PluginRegistry()
+    reg = PluginRegistry(KINDS)
     reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory)), "text.bert", "x2vlm", "0.1.0")
     with pytest.raises(DuplicatePluginError) as err:
         reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory)), "text.mybert", "acme-nlp", "2.0")
@@ -84,7 +85,7 @@ def test_duplicate_names_both_distributions() -> None:
 
 
 def test_bad_hook_return_is_broken_not_fatal() -> None:
-    reg = PluginRegistry()
+    reg = PluginRegistry(KINDS)
     bad = types.SimpleNamespace(x2vlm_provide_plugins=hookimpl(lambda: ["not a spec"]))
     reg.register_module(bad, "vision.bad", "bad-dist")
     reg.register_module(_module(PluginSpec("vision", "good", _Cfg, _factory)), "vision.good")
@@ -94,21 +95,24 @@ def test_bad_hook_return_is_broken_not_fatal() -> None:
 
 
 def test_misspelled_hook_is_rejected() -> None:
-    reg = PluginRegistry()
+    reg = PluginRegistry(KINDS)
     typo = types.SimpleNamespace(x2vlm_provide_plugin=hookimpl(lambda: []))
     reg.register_module(typo, "typo")
     assert "x2vlm_provide_plugin" in reg.broken[0].reason
 
 
 def test_spec_validates_kind_and_config() -> None:
-    with pytest.raises(ValueError, match="kind 'vison' is not one of"):
-        PluginSpec("vison", "x", _Cfg, _factory)  # type: ignore[arg-type]
+    reg = PluginRegistry(("vision", "text"))  # the caller's kinds, not the registry's
+    reg.register_module(_module(PluginSpec("vison", "x", _Cfg, _factory)), "vison.x", "typo-dist")
+    (broken,) = reg.broken
+    assert broken.entry_point == "vison.x" and "kind 'vison' is not one of vision, text" in broken.reason
+    assert reg.plugins() == []
     with pytest.raises(TypeError, match="config must be a pydantic BaseModel"):
         PluginSpec("vision", "x", dict, _factory)  # type: ignore[arg-type]
 
 
 def test_validate_reports_dotted_path_and_value() -> None:
-    reg = PluginRegistry()
+    reg = PluginRegistry(KINDS)
     reg.register_module(_module(PluginSpec("vision", "toy", _Cfg, _factory)), "m")
     with pytest.raises(registry.ConfigError) as err:
         reg.validate("vision", {"plugin": "toy", "size": "big"}, "model.vision")
@@ -139,7 +143,7 @@ def x2vlm_provide_plugins():
 
 def test_third_party_distribution_is_found(make_distribution: Callable[..., Path]) -> None:
     make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"}, "3.1.4")
-    reg = PluginRegistry.from_entry_points()
+    reg = PluginRegistry.from_entry_points(ENTRY_POINT_GROUP, KINDS)
     info = reg.get("vision", "acme_tiny")
     assert (info.distribution, info.version, info.entry_point) == ("acme-vision", "3.1.4", "vision.acme_tiny")
     assert info.spec.summary == "A third-party toy vision encoder."
@@ -149,7 +153,7 @@ def test_third_party_distribution_is_found(make_distribution: Callable[..., Path
 def test_broken_import_keeps_others(make_distribution: Callable[..., Path]) -> None:
     make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"})
     make_distribution("acme-broken", "acme_broken", "import not_a_real_module_xyz\n", {"text.broken": "acme_broken"})
-    reg = PluginRegistry.from_entry_points()
+    reg = PluginRegistry.from_entry_points(ENTRY_POINT_GROUP, KINDS)
     assert "acme_tiny" in reg.names("vision")
     (broken,) = [b for b in reg.broken if b.entry_point == "text.broken"]
     assert broken.distribution == "acme-broken"
@@ -162,4 +166,4 @@ def test_duplicate_across_distributions(make_distribution: Callable[..., Path]) 
     make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"})
     make_distribution("other-vision", "other_vision", THIRD_PARTY, {"vision.acme_tiny2": "other_vision"}, "9.0")
     with pytest.raises(DuplicatePluginError, match=r"acme-vision 0.1.0.*other-vision 9.0"):
-        PluginRegistry.from_entry_points()
+        PluginRegistry.from_entry_points(ENTRY_POINT_GROUP, KINDS)

@@ -41,8 +41,8 @@ def contrastive_on_rank(context: object, rank: int, sizes: list[int], weight_by_
     `context` provides `gather` (the model, or a one-process stand-in). With `weight_by_size` the loss
     is scaled by (local rows / global rows) before backward, so the ranks' gradients sum to the global one.
     """
-    from registry import default_registry
-    from x2vlm_core.interfaces import Batch, StepState, TokenizedText
+    from x2vlm_core.contracts import Batch, StepState, TokenizedText
+    from x2vlm_core.discovery import default_registry
 
     feats = global_features(sizes)
     lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
@@ -71,7 +71,7 @@ def main() -> int:
     sets = [o for o in overrides if o != "--set"]
     from x2vlm_core.config import load_config
     from x2vlm_core.model import X2VLM
-    from x2vlm_core.train import fit
+    from x2vlm_core.training.loop import fit
 
     cfg = load_config(config, sets)
     built: list[X2VLM] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_iou, generalized_box_iou
 
-from x2vlm_core.boxes import (
+from x2vlm_core.model.boxes import (
     box_area,
     box_iou_aligned,
     clamp_boxes,

@@ -28,7 +28,7 @@ from x2vlm_core.checkpoint import (
     verify_checkpoint,
 )
 from x2vlm_core.config import RunConfig, TrainConfig
-from x2vlm_core.interfaces import (
+from x2vlm_core.contracts import (
     FusionEncoder,
     FusionOutput,
     LossContext,
@@ -43,7 +43,7 @@ from x2vlm_core.interfaces import (
     VisionOutput,
 )
 from x2vlm_core.model import X2VLM
-from x2vlm_core.optim import build_optimizer, build_scheduler
+from x2vlm_core.training.optim import build_optimizer, build_scheduler
 
 D, V = 8, 16
 

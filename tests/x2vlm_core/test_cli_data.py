@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from registry import default_registry
 from x2vlm_core.cli import main
 from x2vlm_core.config import load_config
+from x2vlm_core.contracts import ConceptKind
 from x2vlm_core.data.collate import BatchBuilder, BatchStream, MixedStream
-from x2vlm_core.interfaces import ConceptKind
+from x2vlm_core.data.tokenizer import load_tokenizer
+from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
-from x2vlm_core.tokenizer import load_tokenizer
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from registry import default_registry
 from x2vlm_core.checkpoint import save_checkpoint
+from x2vlm_core.checkpoint.rebuild import load_model
 from x2vlm_core.cli import main
 from x2vlm_core.config import RunConfig, load_config
-from x2vlm_core.interfaces import ConceptKind
-from x2vlm_core.loading import load_model
+from x2vlm_core.contracts import ConceptKind
+from x2vlm_core.discovery import default_registry
+from x2vlm_core.evaluation.runner import evaluate_run
 from x2vlm_core.model import X2VLM
-from x2vlm_core.run_eval import evaluate_run
-from x2vlm_core.train import prepare_tokenizer
+from x2vlm_core.training.loop import prepare_tokenizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 IMAGES = "{plugin: synthetic, split: test, kind: image, seed: 0}"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from x2vlm_core.concepts import concept_tokens, patch_mask
+from x2vlm_core.model.concepts import concept_tokens, patch_mask
 
 TOL = 1e-4  # grid units; the implementation's border tolerance
 

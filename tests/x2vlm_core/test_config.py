@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from registry import ConfigError, PluginRegistry, PluginSpec, UnknownPluginError, hookimpl
 from x2vlm_core.config import apply_overrides, dump_config, load_config, load_yaml
+from x2vlm_core.contracts.factories import KINDS
 
 
 class _Vision(BaseModel):
@@ -38,7 +39,7 @@ def reg() -> PluginRegistry:
         PluginSpec("loss", "contrastive", _Plain, _factory),
         PluginSpec("data", "toydata", _Plain, _factory),
     ]
-    reg = PluginRegistry()
+    reg = PluginRegistry(KINDS)
     reg.register_module(types.SimpleNamespace(x2vlm_provide_plugins=hookimpl(lambda: specs)), "toys")
     return reg
 

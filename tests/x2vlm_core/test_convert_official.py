@@ -11,14 +11,14 @@ from torch import Tensor
 from x2vlm_core.checkpoint import load_model_state, read_manifest
 from x2vlm_core.cli import main
 from x2vlm_core.config import RunConfig, load_config
-from x2vlm_core.convert_official import (
+from x2vlm_core.model import X2VLM
+from x2vlm_core.transfer.convert_official import (
     ConversionError,
     convert_official,
     map_heads,
     map_official_state,
     map_text_and_fusion,
 )
-from x2vlm_core.model import X2VLM
 
 D, HEADS, FFN, V, P = 32, 2, 64, 12, 16  # width, heads, FFN width, vocab, text positions
 E, GRID, PATCH, DEPTH = 16, 4, 8, 2  # embed dim, patch grid (32 px / 8), patch side, ViT blocks

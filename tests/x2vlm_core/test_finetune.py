@@ -11,24 +11,25 @@ import pytest
 import torch
 import yaml
 
-from registry import ConfigError, default_registry
+from registry import ConfigError
 from x2vlm_core.checkpoint import latest_checkpoint, load_model_state, read_manifest, save_checkpoint
+from x2vlm_core.checkpoint.rebuild import load_model
 from x2vlm_core.cli import main
 from x2vlm_core.config import DataSourceSection, load_config
+from x2vlm_core.data.tokenizer import train_tokenizer
 from x2vlm_core.data.transforms import normalise
-from x2vlm_core.evaluate import evaluate_retrieval
-from x2vlm_core.finetune import (
+from x2vlm_core.discovery import default_registry
+from x2vlm_core.evaluation.evalsets import load_eval_set
+from x2vlm_core.evaluation.retrieval import evaluate_retrieval
+from x2vlm_core.evaluation.runner import evaluate_languages
+from x2vlm_core.model import X2VLM
+from x2vlm_core.training.finetune import (
     FinetuneEvalConfig,
-    evaluate_languages,
     finetune,
     finetune_config_from,
     load_finetune_config,
 )
-from x2vlm_core.loading import load_model
-from x2vlm_core.model import X2VLM
-from x2vlm_core.reassemble import reassemble_checkpoint
-from x2vlm_core.run_eval import load_eval_set
-from x2vlm_core.tokenizer import train_tokenizer
+from x2vlm_core.transfer.reassemble import reassemble_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LANGS = ["en", "de", "fr", "cs", "zh", "ja"]

@@ -14,7 +14,6 @@ import pytest
 import torch
 from torch import Tensor
 
-from registry import default_registry
 from x2vlm_core.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -22,13 +21,14 @@ from x2vlm_core.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
+from x2vlm_core.checkpoint.rebuild import load_model
 from x2vlm_core.config import load_config, resolve_config
+from x2vlm_core.contracts import Batch
 from x2vlm_core.data.collate import BatchBuilder
-from x2vlm_core.interfaces import Batch
-from x2vlm_core.loading import load_model
+from x2vlm_core.data.tokenizer import train_tokenizer
+from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
-from x2vlm_core.tokenizer import train_tokenizer
-from x2vlm_core.train import prepare_tokenizer
+from x2vlm_core.training.loop import prepare_tokenizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CORPUS = [
@@ -180,7 +180,7 @@ def _hf_dir(plugin: str, root: Path) -> dict[str, Any]:
     """A tiny HF model + tokenizer saved like a downloaded model; returns the text section naming it."""
     from transformers import BertConfig, BertModel, XLMRobertaConfig, XLMRobertaModel
 
-    from x2vlm_core.tokenizer import load_tokenizer
+    from x2vlm_core.data.tokenizer import load_tokenizer
 
     out = root / "hf-model"
     kind = "sentencepiece" if plugin == "xlmr" else "wordpiece"
@@ -308,7 +308,7 @@ def test_an_export_that_keeps_an_external_path_is_reported(
     tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from plugins.text.bert import BertText
-    from x2vlm_core.interfaces import TextEncoder
+    from x2vlm_core.contracts import TextEncoder
 
     loaded = load_model(tiny_run / "runs" / "tiny")
     monkeypatch.chdir(tiny_run)  # where the run config's relative tokenizer path exists

@@ -6,7 +6,7 @@ import timm.layers
 import torch
 from torch import nn
 
-from x2vlm_core.norms import AutocastLayerNorm, autocast_layer_norms
+from x2vlm_core.model.precision import AutocastLayerNorm, autocast_layer_norms
 
 
 class _Custom(nn.LayerNorm):

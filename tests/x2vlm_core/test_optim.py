@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from x2vlm_core.config import TrainConfig
-from x2vlm_core.optim import build_optimizer, build_scheduler, param_groups, warmup_linear_decay
+from x2vlm_core.training.optim import build_optimizer, build_scheduler, param_groups, warmup_linear_decay
 
 
 class _Trunk(nn.Module):

@@ -12,15 +12,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from registry import ConfigError, default_registry
+from registry import ConfigError
 from x2vlm_core.checkpoint import read_manifest, save_checkpoint
+from x2vlm_core.checkpoint.rebuild import load_model
 from x2vlm_core.cli import main
 from x2vlm_core.config import RunConfig, load_config
-from x2vlm_core.interfaces import TextEncoder, TextOutput
-from x2vlm_core.loading import load_model
+from x2vlm_core.contracts import TextEncoder, TextOutput
+from x2vlm_core.data.tokenizer import FastTokenizer, load_tokenizer, train_tokenizer
+from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
-from x2vlm_core.reassemble import ReassembleError, reassemble, save_reassembled
-from x2vlm_core.tokenizer import FastTokenizer, load_tokenizer, train_tokenizer
+from x2vlm_core.transfer.reassemble import ReassembleError, reassemble, save_reassembled
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LANGS = ["en", "de", "fr", "cs", "zh", "ja"]

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from x2vlm_core.contracts import Concept, ConceptKind, Sample
+from x2vlm_core.data.shards import encode_png, encode_video, record_json, write_shards
 from x2vlm_core.data.video import decode_video
-from x2vlm_core.interfaces import Concept, ConceptKind, Sample
-from x2vlm_core.shards import encode_png, encode_video, record_json, write_shards
 
 
 def image_sample(i: int, key: str | None = None) -> Sample:

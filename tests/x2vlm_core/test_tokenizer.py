@@ -8,8 +8,8 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from x2vlm_core.interfaces import Tokenizer
-from x2vlm_core.tokenizer import FastTokenizer, TokenizerError, load_tokenizer, train_tokenizer
+from x2vlm_core.contracts import Tokenizer
+from x2vlm_core.data.tokenizer import FastTokenizer, TokenizerError, load_tokenizer, train_tokenizer
 
 CORPUS = [
     "A red circle on the left of a blue square.",

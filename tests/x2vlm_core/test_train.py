@@ -20,11 +20,14 @@ import pytest
 import torch
 from PIL import Image
 
-from registry import default_registry
 from x2vlm_core.checkpoint import list_checkpoints, verify_checkpoint
+from x2vlm_core.checkpoint.rebuild import load_model
 from x2vlm_core.config import load_config
-from x2vlm_core.loading import load_model
-from x2vlm_core.train import Progress, _truncate_history, prepare_tokenizer, pretrain, read_history
+from x2vlm_core.discovery import default_registry
+from x2vlm_core.training.history import read_history, truncate_history
+from x2vlm_core.training.loop import prepare_tokenizer
+from x2vlm_core.training.pretrain import pretrain
+from x2vlm_core.training.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -182,9 +185,9 @@ def test_history_drops_torn_lines_and_abandoned_steps(tmp_path: Path) -> None:
     path.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 3, "loss": 2.0}\n'
                     '{"step": 2, "loss": 9.0}\n{"step": 4, "lo')
     assert [(r["step"], r["loss"]) for r in read_history(path)] == [(1, 3.0), (2, 9.0), (3, 2.0)]
-    _truncate_history(path, 2)
+    truncate_history(path, 2)
     assert path.read_text() == '{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 2, "loss": 9.0}\n'
-    _truncate_history(path, 0)
+    truncate_history(path, 0)
     assert path.read_text() == "" and read_history(path) == []
 
 

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from x2vlm_core.contracts import Batch, Concept, ConceptKind, DataSource, Sample, Tokenizer
 from x2vlm_core.data.records import DataError
 from x2vlm_core.data.transforms import SampleAugment, normalise, resize
-from x2vlm_core.interfaces import Batch, Concept, ConceptKind, DataSource, Sample, Tokenizer
 
 __all__ = ["BatchBuilder", "BatchStream", "MixedStream", "make_loader", "stable_id", "texts_of"]
 

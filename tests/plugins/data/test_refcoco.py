@@ -9,7 +9,7 @@ from corpus_fixtures import collect, write_image, write_json, write_truncated
 from pydantic import ValidationError
 
 from plugins.data.refcoco import RefcocoConfig, RefcocoSource
-from x2vlm_core.interfaces import ConceptKind
+from x2vlm_core.contracts import ConceptKind
 
 
 def test_config_rejects_unknown_keys() -> None:

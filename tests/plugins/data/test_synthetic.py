@@ -13,8 +13,9 @@ from pydantic import ValidationError
 from plugins.data._synth_lang import COLOURS, GRAMMARS, LANGUAGES, SHAPES, Thing
 from plugins.data._synth_scene import BACKGROUNDS, RGB
 from plugins.data.synthetic import Synthetic, SyntheticConfig, describe_scene
-from registry import ConfigError, default_registry
-from x2vlm_core.interfaces import ConceptKind, DataSource, Sample
+from registry import ConfigError
+from x2vlm_core.contracts import ConceptKind, DataSource, Sample
+from x2vlm_core.discovery import default_registry
 
 
 def make(**fields: object) -> Synthetic:

@@ -9,7 +9,7 @@ from corpus_fixtures import collect, write_image, write_json, write_truncated
 from pydantic import ValidationError
 
 from plugins.data.visual_genome import VisualGenomeConfig, VisualGenomeSource
-from x2vlm_core.interfaces import ConceptKind
+from x2vlm_core.contracts import ConceptKind
 
 
 def vg(tmp_path: Path) -> dict[str, str]:

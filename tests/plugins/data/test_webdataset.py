@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from plugins.data.synthetic import Synthetic, SyntheticConfig, synth_shards
+from plugins.data.synthetic import Synthetic, SyntheticConfig
 from plugins.data.webdataset import WebDataset, WebDatasetConfig, resolve_shards
-from registry import default_registry
+from x2vlm_core.contracts import DataSource, Sample
 from x2vlm_core.data.records import DataError
-from x2vlm_core.interfaces import DataSource, Sample
-from x2vlm_core.shards import encode_png, write_shards
+from x2vlm_core.data.shards import encode_png, write_shards
+from x2vlm_core.discovery import default_registry
 
 
 def source(shards: str | list[str], rank: int = 0, world_size: int = 1, **fields: object) -> WebDataset:
@@ -95,7 +95,8 @@ def test_round_trip_is_exact(world: tuple[Path, list[Sample]]) -> None:
 
 
 def test_video_round_trip(tmp_path: Path) -> None:
-    paths = synth_shards(tmp_path, n=6, shard_size=3, seed=2, kind="video", languages=["en", "fr"])
+    config = SyntheticConfig(seed=2, samples=6, kind="video", languages=("en", "fr"))
+    paths = write_shards(Synthetic(config), tmp_path, 3)
     assert len(paths) == 2
     reference = list(Synthetic(SyntheticConfig(samples=6, seed=2, kind="video", languages=("en", "fr"))))
     got = list(source(str(tmp_path), shuffle_buffer=0, frames=3))

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from plugins.data.x2vlm_json import X2vlmJsonConfig, X2vlmJsonSource
 from registry import PluginRegistry
+from x2vlm_core.contracts import ConceptKind, DataSource
+from x2vlm_core.contracts.factories import KINDS
 from x2vlm_core.data.records import DataError
-from x2vlm_core.interfaces import ConceptKind, DataSource
 
 
 def corpus(tmp_path: Path) -> Path:
@@ -179,7 +180,7 @@ def test_built_by_name_through_the_registry(tmp_path: Path) -> None:
     write_image(tmp_path / "a.png", 4, 4)
     path = write_jsonl(tmp_path / "p.json", [{"image": "a.png", "caption": "c"}])
     (ep,) = [e for e in entry_points(group="x2vlm") if e.name == "data.x2vlm_json"]
-    registry = PluginRegistry()  # only this module: loading every plugin would import open_clip & co
+    registry = PluginRegistry(KINDS)  # only this module: loading every plugin would import open_clip & co
     registry.register_module(ep.load(), ep.name)
     section = {"plugin": "x2vlm_json", "paths": [str(path)], "image_root": str(tmp_path)}
     source = registry.build("data", section, "data.sources.0", rank=0, world_size=1)

@@ -14,8 +14,8 @@ from torch import Tensor
 from plugins.fusion.cross_attention import CrossAttentionFusion, CrossAttentionFusionConfig
 from plugins.text.bert import BertText, BertTextConfig
 from registry import ConfigError
-from x2vlm_core.tokenizer import train_tokenizer
-from x2vlm_core.weights import load_state_strict
+from x2vlm_core.checkpoint.weights import load_state_strict
+from x2vlm_core.data.tokenizer import train_tokenizer
 
 WIDTH, HEADS, VISION = 32, 4, 24
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from x2vlm_core.concepts import concept_tokens, patch_mask
-from x2vlm_core.interfaces import Batch, StepState, TokenizedText
+from x2vlm_core.contracts import Batch, StepState, TokenizedText
+from x2vlm_core.model.concepts import concept_tokens, patch_mask
 
 WIDTH = 8
 EMBED = 6

@@ -13,7 +13,8 @@ from torchvision.ops import generalized_box_iou_loss
 from plugins.loss import bbox
 from plugins.loss.bbox import BboxLoss, BboxLossConfig
 from registry import PluginRegistry
-from x2vlm_core.interfaces import StepState
+from x2vlm_core.contracts import StepState
+from x2vlm_core.contracts.factories import KINDS
 
 if TYPE_CHECKING:
     from tests.plugins.loss.conftest import FakeContext
@@ -36,7 +37,7 @@ def _scalar_terms(p: list[float], t: list[float]) -> tuple[float, float, float]:
 def test_config_rejects_unknown_keys_and_registry_builds_it() -> None:
     with pytest.raises(ValidationError):
         BboxLossConfig(weight=2.0)  # type: ignore[call-arg]
-    registry = PluginRegistry()
+    registry = PluginRegistry(KINDS)
     registry.register_module(bbox, "loss.bbox")
     built = registry.build("loss", {"plugin": "bbox", "include_whole_image": True})
     assert isinstance(built, BboxLoss) and built.config.include_whole_image

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from plugins.loss import contrastive
 from plugins.loss.contrastive import ContrastiveLoss, ContrastiveLossConfig, contrastive_terms
 from registry import PluginRegistry
-from x2vlm_core.interfaces import LossModule, StepState
+from x2vlm_core.contracts import LossModule, StepState
+from x2vlm_core.contracts.factories import KINDS
 
 if TYPE_CHECKING:
     from tests.plugins.loss.conftest import FakeContext
@@ -39,7 +40,7 @@ def _loop_reference(
 def test_config_rejects_unknown_keys_and_registry_builds_it() -> None:
     with pytest.raises(ValidationError):
         ContrastiveLossConfig(temperature=0.1)  # type: ignore[call-arg]
-    registry = PluginRegistry()
+    registry = PluginRegistry(KINDS)
     registry.register_module(contrastive, "loss.contrastive")
     built = registry.build("loss", {"plugin": "contrastive"})
     assert isinstance(built, ContrastiveLoss) and isinstance(built, LossModule)

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from plugins.loss import matching
 from plugins.loss.matching import MatchingLoss, MatchingLossConfig, sample_hard_negatives
 from registry import PluginRegistry
-from x2vlm_core.interfaces import StepState
+from x2vlm_core.contracts import StepState
+from x2vlm_core.contracts.factories import KINDS
 
 if TYPE_CHECKING:
     from tests.plugins.loss.conftest import FakeContext
@@ -26,7 +27,7 @@ def _loss() -> MatchingLoss:
 def test_config_rejects_unknown_keys_and_registry_builds_it() -> None:
     with pytest.raises(ValidationError):
         MatchingLossConfig(negatives=2)  # type: ignore[call-arg]
-    registry = PluginRegistry()
+    registry = PluginRegistry(KINDS)
     registry.register_module(matching, "loss.matching")
     built = registry.build("loss", {"plugin": "matching"})
     assert isinstance(built, MatchingLoss)

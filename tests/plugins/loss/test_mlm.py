@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from plugins.loss import mlm
 from plugins.loss.mlm import MlmLoss, MlmLossConfig, _random_non_special, mask_tokens
 from registry import PluginRegistry
-from x2vlm_core.interfaces import StepState, TokenizedText
+from x2vlm_core.contracts import StepState, TokenizedText
+from x2vlm_core.contracts.factories import KINDS
 
 if TYPE_CHECKING:
     from tests.plugins.loss.conftest import FakeContext
@@ -60,7 +61,7 @@ def test_config_validation_and_registry() -> None:
         MlmLossConfig(p_mask=0.5, p_random=0.1, p_keep=0.1)
     with pytest.raises(ValidationError):
         MlmLossConfig(max_masks=0)
-    registry = PluginRegistry()
+    registry = PluginRegistry(KINDS)
     registry.register_module(mlm, "loss.mlm")
     built = registry.build("loss", {"plugin": "mlm", "mask_ratio": 0.5, "whole_word": False})
     assert isinstance(built, MlmLoss) and built.config.mask_ratio == 0.5

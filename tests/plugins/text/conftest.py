@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from x2vlm_core.tokenizer import train_tokenizer
+from x2vlm_core.data.tokenizer import train_tokenizer
 
 CORPUS = [
     "a red circle on the left of a blue square",

@@ -13,8 +13,8 @@ from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from plugins.text.bert import BertText, BertTextConfig
 from registry import ConfigError
-from x2vlm_core.interfaces import TextEncoder, Tokenizer
-from x2vlm_core.weights import WeightsError, load_state_strict
+from x2vlm_core.checkpoint.weights import WeightsError, load_state_strict
+from x2vlm_core.contracts import TextEncoder, Tokenizer
 
 TEXTS = ["a red circle on the left", "two green triangles", "一个红色的圆"]
 TINY = {"layers": 2, "width": 32, "heads": 4, "intermediate": 64, "max_positions": 40, "dropout": 0.0}

@@ -12,7 +12,7 @@ from transformers import AutoModel, BertConfig, BertModel, DistilBertConfig, Dis
 
 from plugins.text.hf import HFText, HFTextConfig
 from registry import ConfigError
-from x2vlm_core.weights import WeightsError, load_state_strict
+from x2vlm_core.checkpoint.weights import WeightsError, load_state_strict
 
 TEXTS = ["a red circle on the left", "two green triangles", "一个红色的圆"]
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from plugins.text.open_clip import OpenClipText, OpenClipTextConfig, OpenClipTokenizer, clip_text_state
 from registry import ConfigError
-from x2vlm_core.interfaces import TextEncoder, Tokenizer
-from x2vlm_core.weights import WeightsError, load_state_strict
+from x2vlm_core.checkpoint.weights import WeightsError, load_state_strict
+from x2vlm_core.contracts import TextEncoder, Tokenizer
 
 open_clip = pytest.importorskip("open_clip")
 

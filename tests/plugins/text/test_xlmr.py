@@ -13,8 +13,8 @@ from transformers import XLMRobertaModel
 
 from plugins.text.xlmr import XlmrText, XlmrTextConfig
 from registry import ConfigError
-from x2vlm_core.interfaces import TextEncoder
-from x2vlm_core.weights import load_state_strict
+from x2vlm_core.checkpoint.weights import load_state_strict
+from x2vlm_core.contracts import TextEncoder
 
 TEXTS = ["a red circle on the left", "two green triangles", "一个红色的圆"]
 TINY = {"layers": 2, "width": 32, "heads": 4, "intermediate": 64, "max_positions": 40, "dropout": 0.0}

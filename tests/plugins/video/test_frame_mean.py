@@ -13,7 +13,8 @@ import plugins.video.frame_mean as frame_mean_module
 from plugins.video.frame_mean import FrameMeanVideo, FrameMeanVideoConfig, resize_temporal_embedding
 from plugins.vision.beit2 import Beit2Vision, Beit2VisionConfig
 from registry import PluginRegistry
-from x2vlm_core.weights import load_state_file, load_state_strict
+from x2vlm_core.checkpoint.weights import load_state_file, load_state_strict
+from x2vlm_core.contracts.factories import KINDS
 
 
 def tiny_vision() -> Beit2Vision:
@@ -31,7 +32,7 @@ def test_config_rejects_unknown_keys() -> None:
 
 
 def test_registered_plugin_gets_the_vision_injected() -> None:
-    registry = PluginRegistry()
+    registry = PluginRegistry(KINDS)
     registry.register_module(frame_mean_module, "video.frame_mean")
     vision = tiny_vision()
     built = registry.build("video", {"plugin": "frame_mean", "max_frames": 3}, vision=vision)

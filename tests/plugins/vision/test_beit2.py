@@ -14,7 +14,8 @@ from torch import Tensor, nn
 import plugins.vision.beit2 as beit2_module
 from plugins.vision.beit2 import Beit2Vision, Beit2VisionConfig, beit2_state_from_checkpoint
 from registry import ConfigError, PluginRegistry
-from x2vlm_core.weights import WeightsError, load_state_file, load_state_strict
+from x2vlm_core.checkpoint.weights import WeightsError, load_state_file, load_state_strict
+from x2vlm_core.contracts.factories import KINDS
 
 TINY = {"width": 32, "depth": 2, "heads": 2, "patch_size": 8, "image_size": 32}
 TIMM_TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8}
@@ -47,7 +48,7 @@ def test_config_rejects_unknown_keys() -> None:
 
 
 def test_registered_and_built_through_registry() -> None:
-    registry = PluginRegistry()
+    registry = PluginRegistry(KINDS)
     registry.register_module(beit2_module, "vision.beit2")
     built = registry.build("vision", {"plugin": "beit2", **TINY})
     assert isinstance(built, Beit2Vision)

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 import plugins.vision.timm_vit as timm_vit_module
 from plugins.vision.timm_vit import TimmVitVision, TimmVitVisionConfig, sincos_2d, timm_state_from_checkpoint
 from registry import PluginRegistry
-from x2vlm_core.weights import WeightsError, load_state_strict
+from x2vlm_core.checkpoint.weights import WeightsError, load_state_strict
+from x2vlm_core.contracts.factories import KINDS
 
 TINY = {"width": 32, "depth": 2, "heads": 2, "patch_size": 8, "image_size": 32}
 TIMM_TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8}
@@ -41,7 +42,7 @@ def test_config_rejects_unknown_keys() -> None:
 
 
 def test_registered_plugin() -> None:
-    registry = PluginRegistry()
+    registry = PluginRegistry(KINDS)
     registry.register_module(timm_vit_module, "vision.timm_vit")
     built = registry.build("vision", {"plugin": "timm_vit", **TINY})
     assert isinstance(built, TimmVitVision)

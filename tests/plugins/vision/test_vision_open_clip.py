@@ -15,7 +15,8 @@ from torch import Tensor, nn
 import plugins.vision.open_clip as open_clip_module
 from plugins.vision.open_clip import OpenClipVision, OpenClipVisionConfig, open_clip_visual_state
 from registry import PluginRegistry
-from x2vlm_core.weights import WeightsError, load_state_strict
+from x2vlm_core.checkpoint.weights import WeightsError, load_state_strict
+from x2vlm_core.contracts.factories import KINDS
 
 NAME = "x2vlm-vision-test-vit"
 DEEPER = "x2vlm-vision-test-vit-deeper"
@@ -67,7 +68,7 @@ def test_config_rejects_unknown_keys() -> None:
 
 
 def test_registered_plugin() -> None:
-    registry = PluginRegistry()
+    registry = PluginRegistry(KINDS)
     registry.register_module(open_clip_module, "vision.open_clip")
     assert isinstance(registry.build("vision", {"plugin": "open_clip", "model_name": NAME}), OpenClipVision)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+from x2vlm_core.contracts import Batch, Concept, ConceptKind, DataSource, Sample, TokenizedText, Tokenizer
 from x2vlm_core.data.collate import (
     BatchBuilder,
     BatchStream,
@@ -20,7 +21,6 @@ from x2vlm_core.data.collate import (
 )
 from x2vlm_core.data.records import DataError, take_shard
 from x2vlm_core.data.transforms import SampleAugment, normalise, resize
-from x2vlm_core.interfaces import Batch, Concept, ConceptKind, DataSource, Sample, TokenizedText, Tokenizer
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 WHOLE = (0.5, 0.5, 1.0, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from x2vlm_core.contracts import Concept, ConceptKind, Sample
 from x2vlm_core.data.transforms import (
     SampleAugment,
     crop_boxes,
@@ -14,7 +15,6 @@ from x2vlm_core.data.transforms import (
     resize,
     resized_crop,
 )
-from x2vlm_core.interfaces import Concept, ConceptKind, Sample
 
 
 def draw(height: int, width: int, x0: int, y0: int, x1: int, y1: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,65 @@
+"""`x2vlm data`: write webdataset shards from a data source (`synth`), train a tokenizer (`tokenizer`)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = sub.add_parser("synth", help="write the synthetic world (or any data source) as webdataset tar shards")
+    p.add_argument("--out", required=True, help="output directory (shard-000000.tar, ...)")
+    p.add_argument("--n", type=int, required=True, help="number of records")
+    p.add_argument("--shard-size", type=int, default=1000, help="records per shard")
+    p.add_argument("--source", default="synthetic", help="data plugin to read from (default: synthetic)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a field of the source plugin, e.g. --set kind=video --set languages=[en,de] (repeatable)")
+    p = sub.add_parser("tokenizer", help="train a WordPiece or sentencepiece tokenizer on text files")
+    p.add_argument("--corpus", nargs="+", required=True, help="text files, one text per line")
+    p.add_argument("--kind", choices=["wordpiece", "sentencepiece"], default="wordpiece")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--out", required=True, help="output directory (loadable by every text plugin's `tokenizer`)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        return _synth(args)
+    return _tokenizer(args)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    import itertools
+
+    from x2vlm_core.config import apply_overrides
+    from x2vlm_core.data.shards import write_shards
+    from x2vlm_core.discovery import default_registry
+
+    section = apply_overrides({"plugin": args.source}, args.set)
+    if args.source == "synthetic":
+        section.setdefault("samples", args.n)
+    source = default_registry().build("data", section, "--source")
+    paths = write_shards(itertools.islice(iter(source), args.n), args.out, args.shard_size)  # type: ignore[call-overload]
+    skipped = getattr(source, "skipped", {})
+    print(f"wrote {len(paths)} shard(s) to {args.out}" + (f"; skipped {skipped}" if skipped else ""))
+    return 0
+
+
+def _tokenizer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from x2vlm_core.cli import UsageError
+    from x2vlm_core.data.tokenizer import train_tokenizer
+
+    texts: list[str] = []
+    for name in args.corpus:
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"--corpus {name}: no such file (one text per line expected)")
+        texts += [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    if not texts:
+        raise UsageError("--corpus: the files hold no text")
+    tok = train_tokenizer(texts, args.kind, args.vocab_size, args.out)
+    print(f"trained a {args.kind} tokenizer with {tok.vocab_size} entries on {len(texts)} texts → {args.out}")
+    return 0

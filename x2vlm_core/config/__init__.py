@@ -1,0 +1,33 @@
+"""Run configuration: the schema (pydantic) and the loader (YAML, extends, --set overrides)."""
+
+from x2vlm_core.config.loader import apply_overrides, dump_config, load_config, load_yaml, resolve_config
+from x2vlm_core.config.schema import (
+    DataConfig,
+    DataSourceSection,
+    EvalConfig,
+    FinetuneEvalConfig,
+    LossSection,
+    ModelConfig,
+    PluginSection,
+    RunConfig,
+    TokenizerPrep,
+    TrainConfig,
+)
+
+__all__ = [
+    "DataConfig",
+    "DataSourceSection",
+    "EvalConfig",
+    "FinetuneEvalConfig",
+    "LossSection",
+    "ModelConfig",
+    "PluginSection",
+    "RunConfig",
+    "TokenizerPrep",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_config",
+    "load_config",
+    "load_yaml",
+    "resolve_config",
+]

@@ -1,0 +1,156 @@
+"""Run configuration: YAML files (with `extends`), `--set a.b.c=value` overrides, pydantic validation.
+
+Plugin sections are `{plugin: NAME, ...fields}`; their fields are validated against NAME's own config
+model (through the registry) and filled with its defaults, so the resolved config says everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "DataConfig",
+    "DataSourceSection",
+    "EvalConfig",
+    "FinetuneEvalConfig",
+    "LossSection",
+    "ModelConfig",
+    "PluginSection",
+    "RunConfig",
+    "TokenizerPrep",
+    "TrainConfig",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginSection(BaseModel):
+    """`{plugin: NAME, ...fields}`; the fields belong to plugin NAME and are validated by it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    plugin: str = Field(description="registered plugin name")
+
+    def fields(self) -> dict[str, Any]:
+        """The plugin's own fields (everything but `plugin` and core-owned keys)."""
+        return dict(self.model_extra or {})
+
+    def plugin_section(self) -> dict[str, Any]:
+        """`{plugin: NAME, ...fields}` as the plugin sees it (core-owned keys such as `weight` removed)."""
+        return {"plugin": self.plugin, **self.fields()}
+
+
+class LossSection(PluginSection):
+    """A loss plugin and its weight in the total loss."""
+
+    weight: float = Field(1.0, ge=0.0, description="weight in the summed loss")
+
+
+class DataSourceSection(PluginSection):
+    """A data plugin and its share of the mixed stream."""
+
+    weight: float = Field(1.0, gt=0.0, description="mixing ratio (relative)")
+
+
+class ModelConfig(_Strict):
+    """The three Transformer modules (plus the optional video wrapper) and the heads."""
+
+    vision: PluginSection
+    video: PluginSection | None = Field(None, description="video plugin wrapping the vision plugin")
+    text: PluginSection
+    fusion: PluginSection
+    embed_dim: int = Field(256, gt=0, description="contrastive embedding size E")
+    temperature: float = Field(0.07, gt=0.0, description="initial contrastive temperature")
+    temperature_min: float = Field(0.001, gt=0.0)
+    temperature_max: float = Field(0.5, gt=0.0)
+    max_text_len: int = Field(40, gt=2, description="max text tokens, [CLS] and [SEP] included")
+
+
+class DataConfig(_Strict):
+    """Sources, mixing and the per-step batch composition (bounded so memory is predictable)."""
+
+    sources: list[DataSourceSection] = Field(min_length=1)
+    image_pairs: int = Field(32, ge=0, description="image-text pairs per batch")
+    box_pairs: int = Field(32, ge=0, description="max object/region box-text pairs per batch")
+    video_pairs: int = Field(0, ge=0, description="video-text pairs per batch")
+    num_workers: int = Field(0, ge=0)
+    frames: int = Field(3, gt=0, description="frames per video clip")
+
+
+class TokenizerPrep(_Strict):
+    """Train a tokenizer on the run's own data before the model is built (when `out` does not exist yet)."""
+
+    out: str = Field(description="directory to write; point the text plugin's tokenizer field here")
+    kind: Literal["wordpiece", "sentencepiece"] = "wordpiece"
+    vocab_size: int = Field(2000, gt=10)
+    texts: int = Field(20000, gt=0, description="how many texts to read from the data sources")
+
+
+class TrainConfig(_Strict):
+    """Optimisation and the Fabric engine."""
+
+    steps: int = Field(1000, gt=0)
+    lr: float = Field(1e-4, gt=0.0)
+    new_param_lr_scale: float = Field(2.0, gt=0.0, description="lr multiplier for newly initialised params")
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    accumulate: int = Field(1, gt=0, description="gradient accumulation steps")
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    accelerator: str = "auto"
+    compile: bool = Field(
+        False, description="torch.compile the vision, text and fusion encoders (on an H200, base steps ran 25% "
+        "faster after ~2.5 minutes of compilation: benchmarks/results/train_step-cuda-compiled.json)",
+    )
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+    log_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(500, gt=0)
+    keep_last: int = Field(2, gt=0)
+    out_dir: str = "runs/x2vlm"
+    tokenizer: TokenizerPrep | None = None
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainConfig:
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps})")
+        return self
+
+
+class EvalConfig(_Strict):
+    """What `pretrain` evaluates at the end (and `evaluate` by default)."""
+
+    data: list[DataSourceSection] = Field(
+        default_factory=list, description="held-out sources: image sources → retrieval + grounding, video → video retrieval"
+    )
+    samples: int = Field(1000, gt=0, description="records read from each eval source")
+    rerank_k: int = Field(16, ge=0, description="ITM re-ranks the top-k of the contrastive ranking (0 = off)")
+    batch_size: int = Field(64, gt=0)
+
+
+class FinetuneEvalConfig(EvalConfig):
+    """EvalConfig plus the languages to evaluate one by one."""
+
+    languages: tuple[str, ...] = Field(
+        (), description="evaluate every eval source once per language, with the source's `languages` field set "
+        "to [xx] (e.g. the synthetic plugin); reported as lang/<xx>/... and multilingual/mean_recall. "
+        "Empty: each source once, as configured",
+    )
+
+
+class RunConfig(_Strict):
+    """A whole run: model, losses, data, training and evaluation."""
+
+    model: ModelConfig
+    losses: list[LossSection] = Field(min_length=1)
+    data: DataConfig
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+

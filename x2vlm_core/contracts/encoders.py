@@ -1,0 +1,171 @@
+"""Encoder contracts: the nn.Module bases that vision, video, text and fusion plugins subclass.
+
+Shapes: B batch, N patches, L tokens, D width, F frames.
+Encoders and fusion return the frozen dataclasses below, never tuples or dicts; x2vlm_core only
+talks to these bases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from x2vlm_core.contracts.text import Tokenizer
+
+__all__ = [
+    "CHECKPOINT_VAR",
+    "FusionEncoder",
+    "FusionOutput",
+    "TextEncoder",
+    "TextOutput",
+    "VideoEncoder",
+    "VisionEncoder",
+    "VisionOutput",
+]
+
+
+@dataclass(frozen=True)
+class VisionOutput:
+    """tokens [B, 1+N, D]; token 0 is the mean of the N patch tokens (the ViT's own [CLS] is unused)."""
+
+    tokens: Tensor
+
+
+@dataclass(frozen=True)
+class TextOutput:
+    """tokens [B, L, D]; token 0 is the [CLS] used for contrastive features."""
+
+    tokens: Tensor
+
+
+@dataclass(frozen=True)
+class FusionOutput:
+    """tokens [B, L, D]: text positions after self- and cross-attention to the vision tokens."""
+
+    tokens: Tensor
+
+
+# Stands for the checkpoint directory in exported configs; replaced by the real path when loading.
+CHECKPOINT_VAR = "${checkpoint}"
+
+
+class _Exportable(nn.Module):
+    """What every plugin module base (vision, video, text, fusion) shares: `export_config`."""
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """Plugin config that rebuilds this module's architecture with NO external files.
+
+        Args:
+            config: this plugin's own validated fields (JSON values, no `plugin` key).
+            asset_dir: an empty directory inside the checkpoint being written; write here whatever the
+                rebuild needs (tokenizer, model config JSON) and return those paths as `str(path)`:
+                the checkpoint records them as `${checkpoint}/...`, so it can be moved or copied.
+        Returns:
+            fields that build the SAME architecture (with random weights: the checkpoint's weights
+            are loaded strictly afterwards), with pretrained-weight files dropped and paths outside
+            the checkpoint replaced by assets. This default returns `config` unchanged, which is right
+            for plugins whose config names no file.
+        """
+        return dict(config)
+
+
+class VisionEncoder(_Exportable):
+    """pixels [B, 3, H, W] → VisionOutput tokens [B, 1+N, D].
+
+    Attributes set by subclasses: width (D), grid (patch rows, cols), image_size, mean/std (pixel
+    normalisation the encoder expects, in [0, 1] units). Every encoder base also has
+    `pretrained_keys`: the state-dict keys (relative to the module) loaded from a pretrained file;
+    all other parameters count as new (they train with lr × new_param_lr_scale).
+    """
+
+    pretrained_keys: frozenset[str] = frozenset()
+
+    width: int
+    grid: tuple[int, int]
+    image_size: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def forward(self, pixels: Tensor) -> VisionOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_from_original(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Map a state dict in the original release's naming of this encoder (e.g. unilm BEiT-2 for
+        `beit2`) onto this module's state-dict keys and shapes; unknown keys are kept so a strict load
+        reports them. The official-checkpoint converter (x2vlm_core.convert_official) calls this."""
+        raise NotImplementedError(
+            f"vision plugin {type(self).__name__} cannot map original-format checkpoints "
+            "(implement VisionEncoder.state_from_original in the plugin to support `convert-official`)"
+        )
+
+
+class VideoEncoder(_Exportable):
+    """frames [B, F, 3, H, W] → VisionOutput tokens [B, 1+N, D]; wraps (and shares) a VisionEncoder."""
+
+    pretrained_keys: frozenset[str] = frozenset()
+
+    vision: VisionEncoder
+    max_frames: int
+
+    def forward(self, frames: Tensor) -> VisionOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class TextEncoder(_Exportable):
+    """ids/mask [B, L] → TextOutput tokens [B, L, D].
+
+    Attributes set by subclasses: width (D), tokenizer (a Tokenizer; vocab size and special ids come
+    from it).
+    """
+
+    pretrained_keys: frozenset[str] = frozenset()
+
+    width: int
+    tokenizer: Tokenizer
+
+    def forward(self, ids: Tensor, mask: Tensor) -> TextOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def word_embeddings(self) -> nn.Embedding:  # pragma: no cover - abstract
+        """The input embedding table (replaced by the embeddings-only re-assembly ablation)."""
+        raise NotImplementedError
+
+    def replace_vocabulary(self, tokenizer: Tokenizer, embeddings: nn.Embedding) -> None:
+        """Use `tokenizer` and its input table `embeddings` [V, D] from now on; every other weight
+        (position/type embeddings, layers) stays. The embeddings-only re-assembly ablation calls this."""
+        raise NotImplementedError(
+            f"text plugin {type(self).__name__} cannot replace its tokenizer and word embeddings "
+            "(implement TextEncoder.replace_vocabulary in the plugin to support `reassemble --mode embeddings_only`)"
+        )
+
+
+class FusionEncoder(_Exportable):
+    """text [B, L, D] + mask [B, L], vision [B, 1+N, Dv] + mask [B, 1+N] → FusionOutput [B, L, D].
+
+    Cross-attention: text queries, vision keys/values. `causal=True` makes the text self-attention
+    left-to-right (generation). Attribute: width (D).
+    """
+
+    pretrained_keys: frozenset[str] = frozenset()
+
+    width: int
+
+    def forward(
+        self, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor, causal: bool = False
+    ) -> FusionOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def copy_text_layers(self, text: TextEncoder) -> frozenset[str]:
+        """Overwrite every fusion layer's self-attention + FFN with the text encoder's last layers (one per
+        fusion layer), keeping the cross-attention; return the overwritten state-dict keys (relative to this
+        module) and count those copied from pretrained text weights in `pretrained_keys`. The X-VLM-style
+        re-assembly ablation calls this."""
+        raise NotImplementedError(
+            f"fusion plugin {type(self).__name__} cannot copy text-encoder layers "
+            "(implement FusionEncoder.copy_text_layers in the plugin to support `reassemble --mode xvlm`)"
+        )
+
+

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval, grounding, eval sets and the runner that reports them."""

@@ -1,0 +1,1 @@
+"""Training: pretraining, fine-tuning, the step loop, optimizer, seeding, history and progress."""

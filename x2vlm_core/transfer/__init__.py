@@ -1,0 +1,1 @@
+"""Moving weights between models: text-encoder re-assembly and the official-checkpoint converter."""
