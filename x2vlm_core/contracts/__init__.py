@@ -1,6 +1,16 @@
 """The plugin contracts: encoders, text, data and losses (and the arguments the core injects into factories)."""
 
-from x2vlm_core.contracts.data import Batch, Concept, ConceptKind, DataSource, Sample
+from x2vlm_core.contracts.data import (
+    Batch,
+    CompositionSample,
+    Concept,
+    ConceptKind,
+    DataSource,
+    PairSample,
+    QASample,
+    Record,
+    Sample,
+)
 from x2vlm_core.contracts.encoders import (
     CHECKPOINT_VAR,
     FusionEncoder,
@@ -17,6 +27,7 @@ from x2vlm_core.contracts.text import TokenizedText, Tokenizer
 __all__ = [
     "CHECKPOINT_VAR",
     "Batch",
+    "CompositionSample",
     "Concept",
     "ConceptKind",
     "DataSource",
@@ -25,6 +36,9 @@ __all__ = [
     "LossContext",
     "LossModule",
     "LossOutput",
+    "PairSample",
+    "QASample",
+    "Record",
     "Sample",
     "StepState",
     "TextEncoder",

@@ -15,7 +15,17 @@ from torch import Tensor
 
 from x2vlm_core.contracts.text import TokenizedText
 
-__all__ = ["Batch", "Concept", "ConceptKind", "DataSource", "Sample"]
+__all__ = [
+    "Batch",
+    "CompositionSample",
+    "Concept",
+    "ConceptKind",
+    "DataSource",
+    "PairSample",
+    "QASample",
+    "Record",
+    "Sample",
+]
 
 
 class ConceptKind(enum.IntEnum):
@@ -29,11 +39,13 @@ class ConceptKind(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Concept:
-    """A box-text pair inside an image: box (cx, cy, w, h) normalised to [0, 1]."""
+    """A box-text pair inside an image: box (cx, cy, w, h) normalised to [0, 1]. `attributes`: what a
+    source knows about an object beyond its text (e.g. colour and size words), for attribute recognition."""
 
     box: tuple[float, float, float, float]
     text: str
     kind: ConceptKind = ConceptKind.OBJECT
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,14 +62,58 @@ class Sample:
     language: str = "en"
 
 
+@dataclass(frozen=True)
+class QASample:
+    """A question about one image [3, H, W] uint8 or clip [F, 3, H, W] uint8 (exactly one is set), for VQA
+    and video QA. `answers`: the human answers, repeats kept (VQA v2 has 10 per question; the soft accuracy
+    counts them); `question_type`: for per-type accuracy (e.g. colour, count, yes/no)."""
+
+    key: str
+    source: str
+    image: Tensor | None
+    frames: Tensor | None
+    question: str
+    answers: tuple[str, ...]
+    question_type: str = ""
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class PairSample:
+    """A statement about two images [3, H, W] uint8 (NLVR2: left, right) and whether it is true."""
+
+    key: str
+    source: str
+    images: tuple[Tensor, Tensor]
+    text: str
+    label: bool
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class CompositionSample:
+    """Two images and two captions with the same words in another order (Winoground): caption i describes
+    image i. [3, H, W] uint8 each; `tag` names what differs (e.g. attribute, relation, count)."""
+
+    key: str
+    source: str
+    images: tuple[Tensor, Tensor]
+    captions: tuple[str, str]
+    tag: str = ""
+
+
+# What a data source yields: pretraining / retrieval / grounding / captioning records, or task records.
+Record = Sample | QASample | PairSample | CompositionSample
+
+
 @runtime_checkable
 class DataSource(Protocol):
-    """An iterable of Samples; bad records are skipped and counted in `skipped` (reason → count)."""
+    """An iterable of Records; bad records are skipped and counted in `skipped` (reason → count)."""
 
     name: str
     skipped: dict[str, int]
 
-    def __iter__(self) -> Iterator[Sample]: ...
+    def __iter__(self) -> Iterator[Record]: ...
 
 
 @dataclass
