@@ -36,7 +36,7 @@ from x2vlm_core.checkpoint import save_checkpoint
 from x2vlm_core.config import RunConfig, load_yaml, resolve_config
 from x2vlm_core.data.tokenizer import train_tokenizer
 from x2vlm_core.discovery import default_registry
-from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_model
 from x2vlm_core.training.finetune import finetune, finetune_config_from
 from x2vlm_core.training.pretrain import pretrain
 from x2vlm_core.transfer.reassemble import reassemble_checkpoint
@@ -94,7 +94,7 @@ def _scratch_checkpoint(pre: RunConfig, text: dict[str, Any], out: Path) -> Path
     data["model"]["text"] = text
     data["train"]["tokenizer"] = None
     cfg = resolve_config(data)
-    model = X2VLM.from_config(cfg.model, cfg.losses)
+    model = build_model(cfg.model)
     new = {n for n, _ in model.named_parameters(remove_duplicate=False)} - model.pretrained_parameter_names()
     return save_checkpoint(out, model, 0, cfg, None, keep_last=1, lineage=[{"op": "init"}], new_parameters=new)
 

@@ -1,4 +1,5 @@
-"""The one surface a plugin imports: contracts, registration, tokenizers, weight loading, record helpers, boxes.
+"""The one surface a plugin imports: contracts, registration, tokenizers, weight loading, record helpers, boxes,
+data-parallel helpers for losses.
 
 A plugin module needs nothing else from x2vlm (tests/test_boundaries.py enforces it):
 
@@ -16,14 +17,16 @@ from x2vlm_core.contracts import (
     DataSource,
     FusionEncoder,
     FusionOutput,
-    LossContext,
+    FusionPairs,
+    LayerSource,
     LossModule,
     LossOutput,
+    LossPlan,
     PairSample,
     QASample,
     Record,
     Sample,
-    StepState,
+    StepInputs,
     TextEncoder,
     TextOutput,
     TokenizedText,
@@ -31,16 +34,25 @@ from x2vlm_core.contracts import (
     VideoEncoder,
     VisionEncoder,
     VisionOutput,
+    VisualMemory,
 )
 from x2vlm_core.contracts.factories import INJECTED, KINDS
+from x2vlm_core.data.counts import SourceCounts
 from x2vlm_core.data.records import (
+    DEFAULT_MAX_PIXELS,
     BadRecord,
     DataError,
+    LoadedImage,
+    ReadMark,
     RecordSource,
+    RecordSourceConfig,
     SkipCounter,
+    SourceName,
+    check_rank,
     clean_texts,
     expand_paths,
     load_image,
+    load_image_sized,
     parse_json_line,
     pixel_box_to_normalised,
     read_json,
@@ -50,9 +62,11 @@ from x2vlm_core.data.records import (
 from x2vlm_core.data.tokenizer import FastTokenizer, load_tokenizer
 from x2vlm_core.data.video import decode_video
 from x2vlm_core.model.boxes import box_iou_aligned, cxcywh_to_xyxy, generalized_box_iou_aligned
+from x2vlm_core.model.gather import gather_rows, shared_denominator
 
 __all__ = [
     "CHECKPOINT_VAR",
+    "DEFAULT_MAX_PIXELS",
     "INJECTED",
     "KINDS",
     "BadRecord",
@@ -66,18 +80,25 @@ __all__ = [
     "FastTokenizer",
     "FusionEncoder",
     "FusionOutput",
-    "LossContext",
+    "FusionPairs",
+    "LayerSource",
+    "LoadedImage",
     "LossModule",
     "LossOutput",
+    "LossPlan",
     "PairSample",
     "PluginError",
     "PluginSpec",
     "QASample",
+    "ReadMark",
     "Record",
     "RecordSource",
+    "RecordSourceConfig",
     "Sample",
     "SkipCounter",
-    "StepState",
+    "SourceCounts",
+    "SourceName",
+    "StepInputs",
     "TextEncoder",
     "TextOutput",
     "TokenizedText",
@@ -85,15 +106,19 @@ __all__ = [
     "VideoEncoder",
     "VisionEncoder",
     "VisionOutput",
+    "VisualMemory",
     "WeightsError",
     "box_iou_aligned",
+    "check_rank",
     "clean_texts",
     "cxcywh_to_xyxy",
     "decode_video",
     "expand_paths",
+    "gather_rows",
     "generalized_box_iou_aligned",
     "hookimpl",
     "load_image",
+    "load_image_sized",
     "load_state_file",
     "load_state_strict",
     "load_tokenizer",
@@ -102,4 +127,5 @@ __all__ = [
     "read_json",
     "read_lines",
     "record_shard",
+    "shared_denominator",
 ]

@@ -17,7 +17,16 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from x2vlm_core.plugin_api import ConfigError, FusionEncoder, FusionOutput, PluginSpec, TextEncoder, hookimpl
+from x2vlm_core.plugin_api import (
+    ConfigError,
+    FusionEncoder,
+    FusionOutput,
+    LayerSource,
+    PluginSpec,
+    TextEncoder,
+    VisualMemory,
+    hookimpl,
+)
 
 __all__ = ["CrossAttentionFusion", "CrossAttentionFusionConfig"]
 
@@ -72,7 +81,7 @@ class _Output(nn.Module):
 
 
 class _Attention(nn.Module):
-    """Multi-head SDPA attention + output block: x [B, L, D], memory [B, S, Dm], mask [B, 1|L, S] bool."""
+    """Multi-head SDPA attention + output block: queries x [P, R, D], keys/values [P, S, D], mask [P, 1|R, S] bool."""
 
     def __init__(self, width: int, kv_width: int, heads: int, dropout: float, eps: float) -> None:
         super().__init__()
@@ -81,18 +90,30 @@ class _Attention(nn.Module):
         self.self = _Projections(width, kv_width)
         self.output = _Output(width, width, dropout, eps)
 
-    def forward(self, x: Tensor, memory: Tensor, mask: Tensor) -> Tensor:
+    def attend(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """Attention of x's queries over projected keys/values, then the residual output block on x."""
         b, length, width = x.shape
         head_dim = width // self.heads
 
-        def split(t: Tensor) -> Tensor:  # [B, S, D] -> [B, H, S, D/H]
+        def split(t: Tensor) -> Tensor:  # [P, S, D] -> [P, H, S, D/H]
             return t.view(b, t.shape[1], self.heads, head_dim).transpose(1, 2)
 
-        q, k, v = split(self.self.query(x)), split(self.self.key(memory)), split(self.self.value(memory))
         context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask.unsqueeze(1), dropout_p=self.attn_dropout if self.training else 0.0
+            split(self.self.query(x)), split(keys), split(values), attn_mask=mask.unsqueeze(1),
+            dropout_p=self.attn_dropout if self.training else 0.0,
         )
         return self.output(context.transpose(1, 2).reshape(b, length, width), x)
+
+    def segment_keys_values(self, memory: VisualMemory, segment: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values [P, 1+N, D] of each pair's segment, projected once per image (patches) and once per
+        segment ([CLS]), then gathered per pair."""
+        proj = self.self
+
+        def per_pair(linear: nn.Linear) -> Tensor:
+            return torch.cat((linear(memory.cls).index_select(0, segment)[:, None],
+                              linear(memory.patches).index_select(0, image)), dim=1)
+
+        return per_pair(proj.key), per_pair(proj.value)
 
 
 class _Intermediate(nn.Module):
@@ -115,9 +136,20 @@ class _Layer(nn.Module):
         self.intermediate = _Intermediate(w, config.intermediate)
         self.output = _Output(config.intermediate, w, config.dropout, eps)
 
-    def forward(self, x: Tensor, self_mask: Tensor, vision: Tensor, cross_mask: Tensor) -> Tensor:
-        x = self.attention(x, x, self_mask)
-        x = self.crossattention(x, vision, cross_mask)
+    def forward(
+        self, x: Tensor, self_mask: Tensor, memory: VisualMemory, segment: Tensor, image: Tensor, cross_mask: Tensor,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """x [P, L, D] → [P, L, D], or [P, R, D] at positions [P, R] (queries only there; keys from all of x)."""
+        queries, mask = x, self_mask
+        if positions is not None:
+            queries = x.gather(1, positions[:, :, None].expand(-1, -1, x.shape[-1]))
+            if mask.shape[1] > 1:  # causal: the rows of the read positions
+                mask = mask.gather(1, positions[:, :, None].expand(-1, -1, mask.shape[-1]))
+        proj = self.attention.self
+        x = self.attention.attend(queries, proj.key(x), proj.value(x), mask)
+        keys, values = self.crossattention.segment_keys_values(memory, segment, image)
+        x = self.crossattention.attend(x, keys, values, cross_mask)
         return self.output(self.intermediate(x), x)
 
 
@@ -146,21 +178,20 @@ class CrossAttentionFusion(FusionEncoder):
     def _copy_from_text(self, text: TextEncoder, config: CrossAttentionFusionConfig) -> frozenset[str]:
         """Copy self-attention + FFN of text layers `init_from_text`; the keys count as pretrained only
         where the text encoder's own weights were."""
-        hf_layers = getattr(text, "hf_layers", None)
-        if hf_layers is None:
+        if not isinstance(text, LayerSource):
             raise ConfigError(
                 "init_from_text", f"fusion cross_attention: text encoder {type(text).__name__} has no BERT-style "
-                "layers to copy (use bert, xlmr or hf text plugins, or leave init_from_text unset)",
-                config.init_from_text,
+                "layers to copy (it does not implement LayerSource; use bert, xlmr or hf text plugins, or leave "
+                "init_from_text unset)", config.init_from_text,
             )
-        source_layers = hf_layers()
-        if text.width != config.width or getattr(text, "num_heads", config.heads) != config.heads:
+        source_layers = text.transformer_layers()
+        if text.width != config.width or text.num_heads != config.heads:
             raise ConfigError(
                 "init_from_text", f"fusion cross_attention: text encoder has width {text.width} and "
-                f"{getattr(text, 'num_heads', '?')} heads, fusion has width {config.width} and {config.heads} "
+                f"{text.num_heads} heads, fusion has width {config.width} and {config.heads} "
                 "heads; they must match to copy layers", config.init_from_text,
             )
-        eps = getattr(text, "layer_norm_eps", config.layer_norm_eps)
+        eps = text.layer_norm_eps
         if eps != config.layer_norm_eps:
             raise ConfigError(
                 "layer_norm_eps", f"fusion cross_attention: copied text layers use LayerNorm eps {eps}; set "
@@ -206,8 +237,7 @@ class CrossAttentionFusion(FusionEncoder):
         LayerNorm epsilons stay the fusion's (XLM-R's 1e-5 vs BERT's 1e-12 changes a LayerNorm output by
         about eps / (2 var), far below training noise): a checkpoint keeps rebuilding from its config."""
         count = len(self.layer)
-        hf_layers = getattr(text, "hf_layers", None)
-        available = len(hf_layers()) if callable(hf_layers) else 0
+        available = len(text.transformer_layers()) if isinstance(text, LayerSource) else 0
         if available < count:
             raise ConfigError(
                 "text", f"fusion cross_attention: copying text layers into {count} fusion layers needs a text "
@@ -218,7 +248,7 @@ class CrossAttentionFusion(FusionEncoder):
         config = CrossAttentionFusionConfig(
             layers=count, width=self.width, heads=first.attention.heads,
             intermediate=first.intermediate.dense.out_features,
-            layer_norm_eps=float(getattr(text, "layer_norm_eps", first.attention.output.LayerNorm.eps)),
+            layer_norm_eps=float(text.layer_norm_eps) if isinstance(text, LayerSource) else first.attention.output.LayerNorm.eps,
             init_from_text=list(range(available - count, available)),
         )
         pretrained = self._copy_from_text(text, config)
@@ -227,18 +257,28 @@ class CrossAttentionFusion(FusionEncoder):
         return overwritten
 
     def forward(
-        self, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor, causal: bool = False
+        self,
+        text: Tensor,
+        text_mask: Tensor,
+        memory: VisualMemory,
+        segment: Tensor,
+        positions: Tensor | None = None,
+        causal: bool = False,
     ) -> FusionOutput:
         length = text.shape[1]
-        self_mask = text_mask[:, None, :]  # [B, 1, L]: key padding, broadcast over queries
+        self_mask = text_mask[:, None, :]  # [P, 1, L]: key padding, broadcast over queries
         if causal:
             lower = torch.ones(length, length, dtype=torch.bool, device=text.device).tril()
-            self_mask = self_mask & lower  # [B, L, L]
+            self_mask = self_mask & lower  # [P, L, L]
         self_mask = _attendable(self_mask)
-        cross_mask = _attendable(vision_mask[:, None, :])  # [B, 1, 1+N]
+        image = memory.image.index_select(0, segment)  # [P]: the bank row each pair reads
+        segment_mask = memory.mask.index_select(0, segment)
+        cross_mask = _attendable(torch.cat((segment_mask.new_ones(segment.shape[0], 1), segment_mask), 1)[:, None, :])
         x = text
-        for layer in self.layer:
-            x = layer(x, self_mask, vision, cross_mask)
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            # Only the last layer narrows to the read positions: earlier ones feed every position's keys.
+            x = layer(x, self_mask, memory, segment, image, cross_mask, positions if i == last else None)
         return FusionOutput(tokens=x)
 
 

@@ -10,16 +10,21 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from torch import Tensor
+
 from x2vlm_core.plugin_api import (
-    LossContext,
+    Batch,
+    FusionPairs,
     LossModule,
     LossOutput,
+    LossPlan,
     PluginSpec,
-    StepState,
+    StepInputs,
     box_iou_aligned,
     cxcywh_to_xyxy,
     generalized_box_iou_aligned,
     hookimpl,
+    shared_denominator,
 )
 
 __all__ = ["BboxLoss", "BboxLossConfig"]
@@ -42,30 +47,28 @@ class BboxLoss(LossModule):
         super().__init__()
         self.config = config
 
-    def forward(self, model: LossContext, state: StepState) -> LossOutput:
-        batch = state.batch
-        start = 0 if self.config.include_whole_image else batch.n_image
-        stop = batch.n_image + batch.n_box
-        count = stop - start  # host int: the batch's group counts are host ints
-        if count == 0:
-            # Empty slices sum to an exact 0 that still reaches the head and the text tokens, so
-            # backward and DDP see the same graph on every rank and nothing becomes NaN.
-            zero = state.text[start:stop].float().sum() + sum(
-                p.flatten()[:0].float().sum() for p in model.bbox_head.parameters()
-            )
-            return LossOutput(
-                loss=zero, logs={"l1": zero.detach(), "giou": zero.detach(), "iou": zero.detach()}
-            )
-        rows = slice(start, stop)
-        vision = state.bank.index_select(0, batch.source[rows])  # [K, 1+N, D]
-        vision_mask = torch.ones(vision.shape[:2], dtype=torch.bool, device=vision.device)
-        fused = model.fuse(state.text[rows], batch.text.mask[rows], vision, vision_mask)
-        pred = model.bbox_head(fused[:, 0]).float()  # [K, 4] (cx, cy, w, h)
-        target = batch.boxes[rows].float()
+    def _rows(self, batch: Batch) -> slice:
+        # host ints: the batch's group counts are host ints
+        return slice(0 if self.config.include_whole_image else batch.n_image, batch.n_image + batch.n_box)
+
+    def pairs(self, inputs: StepInputs, plan: LossPlan) -> FusionPairs:
+        batch = inputs.batch
+        rows = self._rows(batch)
+        text = torch.arange(rows.start, rows.stop, device=batch.source.device)
+        # Each concept's text with the WHOLE image its box lies in (segments after the M concepts).
+        return FusionPairs(text=text, segment=inputs.whole_visual_offset + batch.source[rows], head="bbox")
+
+    def forward(self, inputs: StepInputs, plan: LossPlan, fused: Tensor | None) -> LossOutput:
+        assert fused is not None  # pairs() always asks (possibly for 0 pairs)
+        rows = self._rows(inputs.batch)
+        pred = fused[:, 0].float()  # [K, 4] (cx, cy, w, h)
+        target = inputs.batch.boxes[rows].float()
+        # An empty slice sums to an exact 0 that still reaches the head, so every rank sees the same graph.
+        count = shared_denominator(pred.new_tensor(float(rows.stop - rows.start)))
         l1 = (pred - target).abs().sum(-1).sum() / count
         pred_xyxy, target_xyxy = cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target)
         giou = (1.0 - generalized_box_iou_aligned(pred_xyxy, target_xyxy)).sum() / count
-        iou = box_iou_aligned(pred_xyxy.detach(), target_xyxy).mean()
+        iou = box_iou_aligned(pred_xyxy.detach(), target_xyxy).sum() / max(1, rows.stop - rows.start)
         return LossOutput(loss=l1 + giou, logs={"l1": l1.detach(), "giou": giou.detach(), "iou": iou})
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from x2vlm_core.plugin_api import LossContext, LossModule, LossOutput, PluginSpec, StepState, hookimpl
+from x2vlm_core.plugin_api import LossModule, LossOutput, LossPlan, PluginSpec, StepInputs, gather_rows, hookimpl, shared_denominator
 
 __all__ = ["ContrastiveLoss", "ContrastiveLossConfig", "ContrastiveTerms", "contrastive_terms"]
 
@@ -65,24 +65,25 @@ class ContrastiveLoss(LossModule):
         super().__init__()
         self.config = config
 
-    def forward(self, model: LossContext, state: StepState) -> LossOutput:
-        batch = state.batch
-        image_all = model.gather(state.image_feat)
-        text_all = model.gather(state.text_feat)
+    def forward(self, inputs: StepInputs, plan: LossPlan, fused: Tensor | None) -> LossOutput:
+        batch = inputs.batch
+        image_all = gather_rows(inputs.image_feat)
+        text_all = gather_rows(inputs.text_feat)
         # Ids are gathered too: a pair on another rank with the same image/caption is a positive.
-        visual_all = model.gather(batch.visual_id)
-        text_id_all = model.gather(batch.text_id)
+        visual_all = gather_rows(batch.visual_id)
+        text_id_all = gather_rows(batch.text_id)
         positives = (batch.visual_id[:, None] == visual_all[None, :]) | (
             batch.text_id[:, None] == text_id_all[None, :]
         )
         terms = contrastive_terms(
-            state.image_feat, state.text_feat, image_all, text_all, positives, state.temperature
+            inputs.image_feat, inputs.text_feat, image_all, text_all, positives, inputs.temperature
         )
-        loss = 0.5 * (terms.i2t.mean() + terms.t2i.mean())
+        rows = shared_denominator(inputs.image_feat.new_tensor(float(batch.size)))
+        loss = 0.5 * (terms.i2t.sum() + terms.t2i.sum()) / rows
         logs = {
             "i2t_acc": terms.i2t_hit.float().mean().detach(),
             "t2i_acc": terms.t2i_hit.float().mean().detach(),
-            "temperature": state.temperature.detach().float(),
+            "temperature": inputs.temperature.detach().float(),
         }
         return LossOutput(loss=loss, logs=logs)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from x2vlm_core.plugin_api import LossContext, LossModule, LossOutput, PluginSpec, StepState, hookimpl
+from x2vlm_core.plugin_api import FusionPairs, LossModule, LossOutput, LossPlan, PluginSpec, StepInputs, hookimpl, shared_denominator
 
 __all__ = ["HardNegatives", "MatchingLoss", "MatchingLossConfig", "sample_hard_negatives"]
 
@@ -36,6 +36,11 @@ class HardNegatives:
     concept_for_text: Tensor
     text_valid: Tensor
     concept_valid: Tensor
+
+
+def _positive(visual_id: Tensor, text_id: Tensor) -> Tensor:
+    """[M, M] bool: pairs sharing a visual or a text id (never negatives of each other)."""
+    return (visual_id[:, None] == visual_id[None, :]) | (text_id[:, None] == text_id[None, :])
 
 
 def _sample_rows(
@@ -62,7 +67,7 @@ def sample_hard_negatives(
 ) -> HardNegatives:
     """Hard negatives among local pairs: feats [M, E], ids [M] → HardNegatives (no grad, float32)."""
     sim = image_feat.float() @ text_feat.float().t() / temperature.float()  # [M concepts, M texts]
-    positive = (visual_id[:, None] == visual_id[None, :]) | (text_id[:, None] == text_id[None, :])
+    positive = _positive(visual_id, text_id)
     text_for_concept, text_valid = _sample_rows(sim, positive, generator)
     concept_for_text, concept_valid = _sample_rows(sim.t(), positive.t(), generator)
     return HardNegatives(text_for_concept, concept_for_text, text_valid, concept_valid)
@@ -75,35 +80,38 @@ class MatchingLoss(LossModule):
         super().__init__()
         self.config = config
 
-    def forward(self, model: LossContext, state: StepState) -> LossOutput:
-        batch = state.batch
-        m = batch.size
+    def pairs(self, inputs: StepInputs, plan: LossPlan) -> FusionPairs:
+        batch = inputs.batch
         neg = sample_hard_negatives(
-            state.image_feat, state.text_feat, batch.visual_id, batch.text_id, state.temperature
+            inputs.image_feat, inputs.text_feat, batch.visual_id, batch.text_id, inputs.temperature
         )
-        text, text_mask = state.text, batch.text.mask
-        visual, visual_mask = state.visual, state.visual_mask
-        fused = model.fuse(
-            torch.cat((text, text.index_select(0, neg.text_for_concept), text)),
-            torch.cat((text_mask, text_mask.index_select(0, neg.text_for_concept), text_mask)),
-            torch.cat((visual, visual, visual.index_select(0, neg.concept_for_text))),
-            torch.cat((visual_mask, visual_mask, visual_mask.index_select(0, neg.concept_for_text))),
+        rows = torch.arange(batch.size, device=batch.visual_id.device)
+        # Text rows [0, M) are the batch's own texts; segments [0, M) their visual concepts.
+        return FusionPairs(
+            text=torch.cat((rows, neg.text_for_concept, rows)),
+            segment=torch.cat((rows, rows, neg.concept_for_text)),
+            head="itm",
         )
-        logits = model.itm_head(fused[:, 0]).float()  # [3M, 2]
+
+    def forward(self, inputs: StepInputs, plan: LossPlan, fused: Tensor | None) -> LossOutput:
+        assert fused is not None  # pairs() always asks
+        batch = inputs.batch
+        m = batch.size
+        logits = fused[:, 0].float()  # [3M, 2]
         labels = torch.cat(
             (
                 torch.ones(m, dtype=torch.long, device=logits.device),
                 torch.zeros(2 * m, dtype=torch.long, device=logits.device),
             )
         )
-        weight = torch.cat(
-            (torch.ones(m, device=logits.device), neg.text_valid.float(), neg.concept_valid.float())
-        )
+        # A row without any allowed negative was sampled uniformly: weight it out (the same test as the sampler's).
+        valid = (~_positive(batch.visual_id, batch.text_id)).any(-1)
+        weight = torch.cat((torch.ones(m, device=logits.device), valid.float(), valid.float()))
         # At least the M positive rows carry weight, so the denominator is >= 1 whenever M >= 1.
-        total = weight.sum().clamp_min(1.0)
+        total = shared_denominator(weight.sum())
         loss = (F.cross_entropy(logits, labels, reduction="none") * weight).sum() / total
         hit = (logits.detach().argmax(-1) == labels).float()
-        return LossOutput(loss=loss, logs={"acc": (hit * weight).sum() / total})
+        return LossOutput(loss=loss, logs={"acc": (hit * weight).sum() / weight.sum().clamp_min(1.0)})
 
 
 @hookimpl

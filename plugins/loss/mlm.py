@@ -16,9 +16,21 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from x2vlm_core.plugin_api import LossContext, LossModule, LossOutput, PluginSpec, StepState, TokenizedText, hookimpl
+from x2vlm_core.plugin_api import (
+    Batch,
+    FusionPairs,
+    LossModule,
+    LossOutput,
+    LossPlan,
+    PluginSpec,
+    StepInputs,
+    TokenizedText,
+    Tokenizer,
+    hookimpl,
+    shared_denominator,
+)
 
-__all__ = ["MaskedText", "MlmLoss", "MlmLossConfig", "mask_tokens"]
+__all__ = ["MaskedText", "MlmLoss", "MlmLossConfig", "MlmPlan", "mask_tokens"]
 
 
 class MlmLossConfig(BaseModel):
@@ -141,6 +153,13 @@ def mask_tokens(
     return MaskedText(ids=corrupted, positions=layout, labels=ids.gather(1, layout), valid=valid)
 
 
+@dataclass(frozen=True)
+class MlmPlan(LossPlan):
+    """The masked copies (as `texts`, encoded in the step's text call) and their targets."""
+
+    masked: MaskedText | None = None
+
+
 class MlmLoss(LossModule):
     """MLM on concept-conditioned fusion: masked text [M, L] + concept tokens → logits [M, max_masks, V] → CE."""
 
@@ -148,24 +167,31 @@ class MlmLoss(LossModule):
         super().__init__()
         self.config = config
 
-    def forward(self, model: LossContext, state: StepState) -> LossOutput:
-        text = state.batch.text
-        tok = model.tokenizer
-        special = (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.unk_id)
-        masked = mask_tokens(text, special, tok.vocab_size, tok.mask_id, self.config)
-        encoded = model.encode_text(masked.ids, text.mask)
-        fused = model.fuse(encoded, text.mask, state.visual, state.visual_mask)  # [M, L, D]
-        picked = fused.gather(1, masked.positions[:, :, None].expand(-1, -1, fused.shape[-1]))  # [M, P, D]
-        logits = model.mlm_logits(picked).float()  # [M, P, V]
+    def prepare(self, batch: Batch, tokenizer: Tokenizer) -> MlmPlan:
+        text = batch.text
+        special = (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id, tokenizer.unk_id)
+        masked = mask_tokens(text, special, tokenizer.vocab_size, tokenizer.mask_id, self.config)
+        return MlmPlan(texts=TokenizedText(masked.ids, text.mask, text.word_ids), masked=masked)
+
+    def pairs(self, inputs: StepInputs, plan: LossPlan) -> FusionPairs:
+        assert isinstance(plan, MlmPlan) and plan.masked is not None
+        rows = torch.arange(inputs.batch.size, device=plan.masked.ids.device)
+        # Each masked copy with its own pair's visual concept; only the predicted slots are read.
+        return FusionPairs(text=plan.first_row + rows, segment=rows, positions=plan.masked.positions, head="mlm")
+
+    def forward(self, inputs: StepInputs, plan: LossPlan, fused: Tensor | None) -> LossOutput:
+        assert isinstance(plan, MlmPlan) and plan.masked is not None and fused is not None
+        masked = plan.masked
+        logits = fused.float()  # [M, P, V]
         ce = F.cross_entropy(logits.flatten(0, 1), masked.labels.flatten(), reduction="none").view_as(
             masked.labels
         )
         weight = masked.valid.float()
         # No valid slot at all (every text empty) gives 0 that still depends on the graph.
-        total = weight.sum().clamp_min(1.0)
+        total = shared_denominator(weight.sum())
         loss = (ce * weight).sum() / total
         hit = (logits.detach().argmax(-1) == masked.labels).float()
-        return LossOutput(loss=loss, logs={"acc": (hit * weight).sum() / total})
+        return LossOutput(loss=loss, logs={"acc": (hit * weight).sum() / weight.sum().clamp_min(1.0)})
 
 
 @hookimpl

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
@@ -23,6 +23,7 @@ from x2vlm_core.plugin_api import (
 )
 
 __all__ = [
+    "FamilyTextEncoder",
     "HFArchitectureConfig",
     "HFTextEncoder",
     "check_architecture",
@@ -214,7 +215,9 @@ class HFTextEncoder(TextEncoder):
         self.pretrained_keys = frozenset(f"model.{k}" for k in pretrained_keys)
 
     def forward(self, ids: Tensor, mask: Tensor) -> TextOutput:
-        out = self.model(input_ids=ids, attention_mask=mask.long())
+        # A ready [B, 1, 1, L] boolean mask: transformers uses it as-is, where a 2-D one would first be
+        # inspected on the host (a device sync per call) to decide whether it can be dropped.
+        out = self.model(input_ids=ids, attention_mask=mask.bool()[:, None, None, :])
         return TextOutput(tokens=out.last_hidden_state)
 
     def word_embeddings(self) -> nn.Embedding:
@@ -222,7 +225,7 @@ class HFTextEncoder(TextEncoder):
         assert isinstance(embedding, nn.Embedding)
         return embedding
 
-    def hf_layers(self) -> nn.ModuleList:
+    def transformer_layers(self) -> nn.ModuleList:
         """The BERT-style transformer layers (`encoder.layer`), for fusion layers initialised from them."""
         layers = getattr(getattr(self.model, "encoder", None), "layer", None)
         if not isinstance(layers, nn.ModuleList):
@@ -268,3 +271,43 @@ class HFTextEncoder(TextEncoder):
         self.tokenizer = tokenizer  # type: ignore[assignment]
         table = next(n for n, p in self.named_parameters(remove_duplicate=False) if p is embeddings.weight)
         self.pretrained_keys = self.pretrained_keys - {table}
+
+
+class FamilyTextEncoder(HFTextEncoder):
+    """A BERT-family plugin (bert, xlmr): a local pretrained directory, or random init from sizes + a tokenizer.
+
+    Subclasses name their transformers classes and how random-init sizes become a config (`fresh`), and may
+    check a pretrained directory's config and tokenizer against each other (`check_pretrained`).
+    """
+
+    plugin: ClassVar[str]
+    config_class: ClassVar[type[PretrainedConfig]]
+    model_class: ClassVar[type[PreTrainedModel]]
+
+    def __init__(self, config: HFArchitectureConfig) -> None:
+        if config.pretrained is not None:
+            directory = pretrained_dir(config.pretrained, self.plugin)
+            hf_config = self.config_class.from_pretrained(str(directory))
+            tokenizer = load_tokenizer(directory)
+            self.check_pretrained(config, hf_config, tokenizer)
+            hf_config.hidden_dropout_prob = hf_config.attention_probs_dropout_prob = config.dropout
+        else:
+            assert config.tokenizer is not None  # the validator guarantees one source
+            tokenizer = tokenizer_path(config.tokenizer, self.plugin)
+            hf_config = self.fresh(config, tokenizer)
+        hf_config._attn_implementation = "sdpa"
+        model = self.model_class(hf_config, add_pooling_layer=False)
+        loaded = load_hf_weights(model, Path(config.pretrained)) if config.pretrained and config.weights else frozenset()
+        super().__init__(model, tokenizer, loaded)
+
+    def check_pretrained(self, config: HFArchitectureConfig, hf_config: PretrainedConfig, tokenizer: FastTokenizer) -> None:
+        """Fields set in the plugin config must agree with config.json."""
+        check_architecture(hf_config, config.architecture(), self.plugin)
+
+    def fresh(self, config: HFArchitectureConfig, tokenizer: FastTokenizer) -> PretrainedConfig:  # pragma: no cover - abstract
+        """The HF config of a randomly initialised encoder of the configured sizes."""
+        raise NotImplementedError
+
+    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
+        """`pretrained` = config.json + tokenizer written to `asset_dir`, `weights: false` (exact architecture)."""
+        return {**config, "pretrained": save_architecture(self, asset_dir), "tokenizer": None, "weights": False}

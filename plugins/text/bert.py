@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, PretrainedConfig
 
-from plugins.text._hf import (
-    HFArchitectureConfig,
-    HFTextEncoder,
-    check_architecture,
-    load_hf_weights,
-    pretrained_dir,
-    save_architecture,
-    tokenizer_path,
-)
-from x2vlm_core.plugin_api import PluginSpec, hookimpl, load_tokenizer
+from plugins.text._hf import FamilyTextEncoder, HFArchitectureConfig
+from x2vlm_core.plugin_api import FastTokenizer, PluginSpec, hookimpl
 
 __all__ = ["BertText", "BertTextConfig"]
 
@@ -25,23 +16,13 @@ class BertTextConfig(HFArchitectureConfig):
     family: ClassVar[str] = "BERT"
 
 
-class BertText(HFTextEncoder):
+class BertText(FamilyTextEncoder):
     """BERT encoder (transformers, SDPA attention): ids/mask [B, L] -> tokens [B, L, D] (token 0 = [CLS])."""
 
-    def __init__(self, config: BertTextConfig) -> None:
-        if config.pretrained is not None:
-            directory = pretrained_dir(config.pretrained, "bert")
-            hf_config = BertConfig.from_pretrained(str(directory))
-            check_architecture(hf_config, config.architecture(), "bert")
-            hf_config.hidden_dropout_prob = hf_config.attention_probs_dropout_prob = config.dropout
-            hf_config._attn_implementation = "sdpa"
-            model = BertModel(hf_config, add_pooling_layer=False)
-            loaded = load_hf_weights(model, directory) if config.weights else frozenset()
-            super().__init__(model, load_tokenizer(directory), loaded)
-            return
-        assert config.tokenizer is not None  # the validator guarantees one source
-        tokenizer = tokenizer_path(config.tokenizer, "bert")
-        hf_config = BertConfig(
+    plugin, config_class, model_class = "bert", BertConfig, BertModel
+
+    def fresh(self, config: HFArchitectureConfig, tokenizer: FastTokenizer) -> PretrainedConfig:
+        return BertConfig(
             vocab_size=tokenizer.vocab_size,
             hidden_size=config.width or 768,
             num_hidden_layers=config.layers or 12,
@@ -53,12 +34,6 @@ class BertText(HFTextEncoder):
             pad_token_id=tokenizer.pad_id,
             initializer_range=config.init_std,
         )
-        hf_config._attn_implementation = "sdpa"
-        super().__init__(BertModel(hf_config, add_pooling_layer=False), tokenizer, frozenset())
-
-    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
-        """`pretrained` = config.json + tokenizer written to `asset_dir`, `weights: false` (exact architecture)."""
-        return {**config, "pretrained": save_architecture(self, asset_dir), "tokenizer": None, "weights": False}
 
 
 @hookimpl

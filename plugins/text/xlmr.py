@@ -6,21 +6,12 @@ X²-VLM's multilingual setting swaps this in for BERT. RoBERTa numbers positions
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from transformers import XLMRobertaConfig, XLMRobertaModel
+from transformers import PretrainedConfig, XLMRobertaConfig, XLMRobertaModel
 
-from plugins.text._hf import (
-    HFArchitectureConfig,
-    HFTextEncoder,
-    check_architecture,
-    load_hf_weights,
-    pretrained_dir,
-    save_architecture,
-    tokenizer_path,
-)
-from x2vlm_core.plugin_api import ConfigError, PluginSpec, hookimpl, load_tokenizer
+from plugins.text._hf import FamilyTextEncoder, HFArchitectureConfig, check_architecture
+from x2vlm_core.plugin_api import ConfigError, FastTokenizer, PluginSpec, hookimpl
 
 __all__ = ["XlmrText", "XlmrTextConfig"]
 
@@ -29,37 +20,30 @@ class XlmrTextConfig(HFArchitectureConfig):
     family: ClassVar[str] = "XLM-R"
 
 
-class XlmrText(HFTextEncoder):
+class XlmrText(FamilyTextEncoder):
     """XLM-R encoder (transformers, SDPA attention): ids/mask [B, L] -> tokens [B, L, D] (token 0 = <s>)."""
 
-    def __init__(self, config: XlmrTextConfig) -> None:
-        if config.pretrained is not None:
-            directory = pretrained_dir(config.pretrained, "xlmr")
-            hf_config = XLMRobertaConfig.from_pretrained(str(directory))
-            offset = int(hf_config.pad_token_id) + 1
-            # positions are checked below: RoBERTa reserves pad_id + 1 extra rows
-            check_architecture(hf_config, {**config.architecture(), "max_position_embeddings": None}, "xlmr")
-            if config.max_positions is not None and config.max_positions + offset != hf_config.max_position_embeddings:
-                raise ConfigError(
-                    "max_positions", f"xlmr text plugin: the pretrained model has "
-                    f"{hf_config.max_position_embeddings - offset} usable positions; leave the field unset",
-                    config.max_positions,
-                )
-            tokenizer = load_tokenizer(directory)
-            if tokenizer.pad_id != hf_config.pad_token_id:
-                # RoBERTa derives position ids from the pad id, so the two must agree.
-                raise ConfigError(
-                    "pretrained", f"xlmr text plugin: tokenizer pad id {tokenizer.pad_id} != config.json "
-                    f"pad_token_id {hf_config.pad_token_id}", config.pretrained,
-                )
-            hf_config.hidden_dropout_prob = hf_config.attention_probs_dropout_prob = config.dropout
-            hf_config._attn_implementation = "sdpa"
-            model = XLMRobertaModel(hf_config, add_pooling_layer=False)
-            super().__init__(model, tokenizer, load_hf_weights(model, directory) if config.weights else frozenset())
-            return
-        assert config.tokenizer is not None  # the validator guarantees one source
-        tokenizer = tokenizer_path(config.tokenizer, "xlmr")
-        hf_config = XLMRobertaConfig(
+    plugin, config_class, model_class = "xlmr", XLMRobertaConfig, XLMRobertaModel
+
+    def check_pretrained(self, config: HFArchitectureConfig, hf_config: PretrainedConfig, tokenizer: FastTokenizer) -> None:
+        offset = int(hf_config.pad_token_id) + 1
+        # positions are checked here: RoBERTa reserves pad_id + 1 extra rows
+        check_architecture(hf_config, {**config.architecture(), "max_position_embeddings": None}, self.plugin)
+        if config.max_positions is not None and config.max_positions + offset != hf_config.max_position_embeddings:
+            raise ConfigError(
+                "max_positions", f"xlmr text plugin: the pretrained model has "
+                f"{hf_config.max_position_embeddings - offset} usable positions; leave the field unset",
+                config.max_positions,
+            )
+        if tokenizer.pad_id != hf_config.pad_token_id:
+            # RoBERTa derives position ids from the pad id, so the two must agree.
+            raise ConfigError(
+                "pretrained", f"xlmr text plugin: tokenizer pad id {tokenizer.pad_id} != config.json "
+                f"pad_token_id {hf_config.pad_token_id}", config.pretrained,
+            )
+
+    def fresh(self, config: HFArchitectureConfig, tokenizer: FastTokenizer) -> PretrainedConfig:
+        return XLMRobertaConfig(
             vocab_size=tokenizer.vocab_size,
             hidden_size=config.width or 768,
             num_hidden_layers=config.layers or 12,
@@ -75,12 +59,6 @@ class XlmrText(HFTextEncoder):
             bos_token_id=tokenizer.cls_id,
             eos_token_id=tokenizer.sep_id,
         )
-        hf_config._attn_implementation = "sdpa"
-        super().__init__(XLMRobertaModel(hf_config, add_pooling_layer=False), tokenizer, frozenset())
-
-    def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
-        """`pretrained` = config.json + tokenizer written to `asset_dir`, `weights: false` (exact architecture)."""
-        return {**config, "pretrained": save_architecture(self, asset_dir), "tokenizer": None, "weights": False}
 
 
 @hookimpl

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
+from timm.layers import build_sincos2d_pos_embed
 from torch import Tensor, nn
 
 from plugins.vision._timm_trunk import TimmTrunkVision, TimmVisionConfig
@@ -41,19 +42,6 @@ class TimmVitVisionConfig(TimmVisionConfig):
         "(normal, std 0.02) or 2-D sine-cosine (unit amplitude, still learned); from-scratch models learn "
         "where things are much sooner with sincos",
     )
-
-
-def sincos_2d(width: int, rows: int, cols: int) -> Tensor:
-    """2-D sine-cosine position codes [rows * cols, width] (row-major): a quarter of the channels each for
-    sin/cos of the column and of the row, at geometric frequencies; width must be a multiple of 4."""
-    if width % 4:
-        raise ValueError(f"sincos position embeddings need a width divisible by 4, got {width}")
-    quarter = width // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    y, x = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64),
-                          indexing="ij")
-    x, y = x.reshape(-1, 1) * omega, y.reshape(-1, 1) * omega
-    return torch.cat((x.sin(), x.cos(), y.sin(), y.cos()), dim=1).float()
 
 
 def timm_state_from_checkpoint(state: dict[str, Tensor], trunk: nn.Module) -> dict[str, Tensor]:
@@ -88,7 +76,7 @@ class TimmVitVision(TimmTrunkVision):
                              "embeddings; leave pos_embed_init at 'timm'")
         patches = self.grid[0] * self.grid[1]
         with torch.no_grad():  # prefix-token positions (if the variant has them) keep timm's init
-            pos[0, pos.shape[1] - patches :] = sincos_2d(pos.shape[-1], *self.grid)
+            pos[0, pos.shape[1] - patches :] = build_sincos2d_pos_embed(list(self.grid), dim=pos.shape[-1])
 
     def load_pretrained(self, path: str) -> None:
         """Load a timm checkpoint strictly; only classifier keys (TIMM_HEAD_KEYS) may be left over."""

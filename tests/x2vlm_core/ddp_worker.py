@@ -35,13 +35,13 @@ def global_features(sizes: list[int], dim: int = 8) -> dict[str, torch.Tensor]:
     return {"image": image, "text": text, "visual_id": visual_id, "text_id": text_id}
 
 
-def contrastive_on_rank(context: object, rank: int, sizes: list[int], weight_by_size: bool) -> dict[str, torch.Tensor]:
+def contrastive_on_rank(rank: int, sizes: list[int]) -> dict[str, torch.Tensor]:
     """This rank's contrastive loss on its slice of `global_features`, and d(loss)/d(local features).
 
-    `context` provides `gather` (the model, or a one-process stand-in). With `weight_by_size` the loss
-    is scaled by (local rows / global rows) before backward, so the ranks' gradients sum to the global one.
+    Under torch.distributed the loss gathers every rank's features; on one process (sizes = [G]) it is the
+    reference on the global batch.
     """
-    from x2vlm_core.contracts import Batch, StepState, TokenizedText
+    from x2vlm_core.contracts import Batch, LossPlan, StepInputs, TokenizedText
     from x2vlm_core.discovery import default_registry
 
     feats = global_features(sizes)
@@ -56,13 +56,10 @@ def contrastive_on_rank(context: object, rank: int, sizes: list[int], weight_by_
         source=torch.zeros(m, dtype=torch.long), boxes=torch.zeros(m, 4), kind=torch.zeros(m, dtype=torch.long),
         visual_id=feats["visual_id"][lo:hi], text_id=feats["text_id"][lo:hi], n_image=m, n_box=0, n_video=0,
     )
-    state = StepState(batch=batch, visual=torch.zeros(m, 1, 8), visual_mask=torch.ones(m, 1, dtype=torch.bool),
-                      bank=torch.zeros(0, 1, 8), text=torch.zeros(m, 4, 8), image_feat=image, text_feat=text,
-                      temperature=torch.tensor(0.1))
+    inputs = StepInputs(batch, image, text, torch.tensor(0.1), tokenizer=None)  # type: ignore[arg-type]
     loss_module = default_registry().build("loss", {"plugin": "contrastive"}, "losses.0")
-    loss = loss_module(context, state).loss
-    scaled = loss * m / sum(sizes) if weight_by_size else loss
-    scaled.backward()
+    loss = loss_module(inputs, LossPlan(), None).loss
+    loss.backward()
     return {"loss": loss.detach(), "image_grad": image.grad.detach(), "text_grad": text.grad.detach()}
 
 
@@ -71,13 +68,14 @@ def main() -> int:
     sets = [o for o in overrides if o != "--set"]
     from x2vlm_core.config import load_config
     from x2vlm_core.model import X2VLM
+    from x2vlm_core.model.factory import build_model
     from x2vlm_core.training.loop import fit
 
     cfg = load_config(config, sets)
     built: list[X2VLM] = []
 
     def build() -> tuple[X2VLM, set[str]]:
-        model = X2VLM.from_config(cfg.model, cfg.losses)
+        model = build_model(cfg.model)
         built.append(model)
         return model, {n for n, _ in model.named_parameters()} - model.pretrained_parameter_names()
 
@@ -89,8 +87,8 @@ def main() -> int:
         "rank": rank,
         "world": world,
         "hash": parameter_hash(model),
-        "equal": contrastive_on_rank(model, rank, [4, 4], weight_by_size=False),
-        "unequal": contrastive_on_rank(model, rank, [3, 6], weight_by_size=True),
+        "equal": contrastive_on_rank(rank, [4, 4]),
+        "unequal": contrastive_on_rank(rank, [3, 6]),
     }
     reports: list[object] = [None] * world
     dist.all_gather_object(reports, report)

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from registry import PluginError
 from x2vlm_core.checkpoint import (
+    FORMAT_VERSION,
     CheckpointError,
     TrainerState,
     capture_rng,
@@ -31,18 +33,16 @@ from x2vlm_core.config import RunConfig, TrainConfig
 from x2vlm_core.contracts import (
     FusionEncoder,
     FusionOutput,
-    LossContext,
-    LossModule,
-    LossOutput,
-    StepState,
     TextEncoder,
     TextOutput,
     TokenizedText,
     VideoEncoder,
     VisionEncoder,
     VisionOutput,
+    VisualMemory,
 )
-from x2vlm_core.model import X2VLM
+from x2vlm_core.model import X2VLM, HeadSizes
+from x2vlm_core.model.factory import build_heads
 from x2vlm_core.training.optim import build_optimizer, build_scheduler
 
 D, V = 8, 16
@@ -112,27 +112,23 @@ class _Fusion(FusionEncoder):
         self.out = nn.Linear(D, D)
 
     def forward(
-        self, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor, causal: bool = False
+        self, text: Tensor, text_mask: Tensor, memory: VisualMemory, segment: Tensor,
+        positions: Tensor | None = None, causal: bool = False,
     ) -> FusionOutput:
+        vision, _ = memory.tokens(segment)
         return FusionOutput(self.out(text + self.cross(vision.mean(1, keepdim=True))))
 
 
-class _Loss(LossModule):
-    def forward(self, model: LossContext, state: StepState) -> LossOutput:
-        return LossOutput(state.image_feat.sum(), {})
+def _compose(vision: VisionEncoder, text: TextEncoder, video: VideoEncoder | None = None) -> X2VLM:
+    fusion = _Fusion()
+    heads = build_heads(HeadSizes(vision.width, text.width, fusion.width, V, embed_dim=4), text)
+    return X2VLM(vision=vision, text=text, fusion=fusion, heads=heads, video=video)
 
 
 def _model(video: bool = True, seed: int = 0) -> X2VLM:
     torch.manual_seed(seed)
     vision = _Vision()
-    return X2VLM(
-        vision=vision,
-        text=_Text(),
-        fusion=_Fusion(),
-        losses={"fake": (_Loss(), 1.0)},
-        video=_Video(vision) if video else None,
-        embed_dim=4,
-    )
+    return _compose(vision, _Text(), _Video(vision) if video else None)
 
 
 def _config(video: bool = True) -> RunConfig:
@@ -168,8 +164,8 @@ def _save(run: Path, model: X2VLM, step: int, keep_last: int = 5, **kw: object) 
 def test_round_trip_bit_for_bit(tmp_path: Path) -> None:
     source = _model(seed=1)
     with torch.no_grad():
-        source.temp.fill_(0.123456789)
-    new = {"video.temporal_embedding", "itm_head.0.weight"}
+        source.heads.temp.fill_(0.123456789)
+    new = {"video.temporal_embedding", "heads.itm.0.weight"}
     path = _save(tmp_path, source, 100, new_parameters=new)
     assert path == tmp_path / "checkpoints" / "step-00000100"
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
@@ -197,10 +193,10 @@ def test_manifest_contents_and_hashes(tmp_path: Path) -> None:
     import hashlib
 
     model = _model()
-    path = _save(tmp_path, model, 7, new_parameters={"vision_proj.weight", "text_proj.bias"})
+    path = _save(tmp_path, model, 7, new_parameters={"heads.vision_proj.weight", "heads.text_proj.bias"})
     raw = json.loads((path / "manifest.json").read_text())
     manifest = verify_checkpoint(path)
-    assert manifest.step == raw["step"] == 7 and manifest.format_version == 1
+    assert manifest.step == raw["step"] == 7 and manifest.format_version == FORMAT_VERSION == 2
     assert {"x2vlm", "torch", "transformers"} <= set(manifest.versions)
     assert manifest.versions["torch"] == torch.__version__
     assert manifest.config == _config().model_dump(mode="json")
@@ -209,7 +205,7 @@ def test_manifest_contents_and_hashes(tmp_path: Path) -> None:
     assert manifest.parts["vision"].plugin == "fake_vit" and manifest.parts["vision"].config == {"width": D}
     assert manifest.parts["video"].plugin == "fake_video" and manifest.parts["video"].config == {"frames": 2}
     assert manifest.parts["heads"].plugin is None and manifest.parts["heads"].config["embed_dim"] == 4
-    assert manifest.new_parameters == ["text_proj.bias", "vision_proj.weight"]
+    assert manifest.new_parameters == ["heads.text_proj.bias", "heads.vision_proj.weight"]
     assert manifest.lineage == [{"op": "pretrain", "step": 7}]
     assert not manifest.has_trainer_state
     on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {"manifest.json"}
@@ -246,11 +242,11 @@ def test_resave_same_step_replaces(tmp_path: Path) -> None:
     model = _model(video=False)
     _save(tmp_path, model, 10)
     with torch.no_grad():
-        model.temp.fill_(0.3)
+        model.heads.temp.fill_(0.3)
     path = _save(tmp_path, model, 10)
     target = _model(video=False, seed=5)
     load_model_state(target, path)
-    assert target.temp.item() == pytest.approx(0.3)
+    assert target.heads.temp.item() == pytest.approx(0.3)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000010"]
 
 
@@ -340,7 +336,7 @@ def test_strict_load_names_missing_and_unexpected(tmp_path: Path) -> None:
             self.extra = nn.Linear(2, 2)
 
     vision = _Vision()
-    bigger = X2VLM(vision, _BiggerText(), _Fusion(), {"fake": (_Loss(), 1.0)}, embed_dim=4)
+    bigger = _compose(vision, _BiggerText())
     with pytest.raises(CheckpointError) as info:
         load_model_state(bigger, path)
     message = str(info.value)
@@ -353,7 +349,7 @@ def test_strict_load_names_missing_and_unexpected(tmp_path: Path) -> None:
             del self.norm
             self.norm = nn.Identity()
 
-    smaller = X2VLM(_Vision(), _SmallerText(), _Fusion(), {"fake": (_Loss(), 1.0)}, embed_dim=4)
+    smaller = _compose(_Vision(), _SmallerText())
     with pytest.raises(CheckpointError, match=r"2 unexpected key\(s\): norm.bias, norm.weight"):
         load_model_state(smaller, path)
     # A deliberate subset load (module swap) takes only the named parts, strictly.
@@ -388,13 +384,15 @@ def _batch_loss(model: X2VLM) -> Tensor:
     mask = torch.ones(3, 5, dtype=torch.bool)
     noise = random.random() + float(np.random.rand())
     bank = model.encode_visual(pixels, frames)
-    fused = model.fuse(model.encode_text(ids, mask), mask, bank, torch.ones(bank.shape[:2], dtype=torch.bool))
-    sim = model.image_features(bank) @ model.text_features(model.text_tokens(ids, mask)).T / model.temperature
+    text = model.encode_text(ids, mask)
+    fused = model.fuse(text.tokens, mask, VisualMemory.whole(bank), torch.tensor([0, 1, 2]))
+    heads = model.heads
+    sim = heads.image_features(bank) @ text.features.T / heads.temperature
     return (
         sim.logsumexp(1).mean()
-        + model.itm_logits(fused).pow(2).mean()
-        + noise * model.bbox_head(fused[:, 0]).mean()
-        + model.mlm_logits(fused).logsumexp(-1).mean()
+        + heads.itm(fused[:, 0]).pow(2).mean()
+        + noise * heads.bbox(fused[:, 0]).mean()
+        + heads.mlm(fused).logsumexp(-1).mean()
     )
 
 
@@ -418,7 +416,7 @@ def _fresh(
 
 def test_exact_resume(tmp_path: Path) -> None:
     cfg = _config().train
-    new = {"itm_head.0.weight", "video.temporal_embedding"}
+    new = {"heads.itm.0.weight", "video.temporal_embedding"}
 
     _seed_all(0)
     ref_model, ref_opt, ref_sched = _fresh(cfg, new)
@@ -498,7 +496,46 @@ def test_trainer_state_rng_round_trip_and_weights_only(tmp_path: Path) -> None:
 
 def test_warns_about_state_outside_the_parts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = _model(video=False)
-    model.losses["fake"].register_buffer("queue", torch.zeros(3))
+    model.register_buffer("queue", torch.zeros(3))  # state outside vision/video/text/fusion/heads
     with caplog.at_level(logging.WARNING, logger="x2vlm_core.checkpoint"):
         _save(tmp_path, model, 1)
-    assert any("does not store 1 state entries: losses.fake.queue" in r.getMessage() for r in caplog.records)
+    assert any("does not store 1 state entries: queue" in r.getMessage() for r in caplog.records)
+
+
+def _rewrite_as_format_1(path: Path) -> None:
+    """Turn a checkpoint into what x2vlm 0.1 wrote: heads under the model's attribute names, format 1."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    old_names = (("itm.", "itm_head."), ("bbox.", "bbox_head."), ("mlm.", "mlm_head."))
+
+    def old(key: str) -> str:
+        return next((o + key[len(n):] for n, o in old_names if key.startswith(n)), key)
+
+    heads = load_file(str(path / "heads.safetensors"))
+    save_file({old(k): v for k, v in heads.items()}, str(path / "heads.safetensors"))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    record = manifest["parts"]["heads"]
+    record["aliases"] = {old(k): v for k, v in record["aliases"].items()}
+    data = (path / "heads.safetensors").read_bytes()
+    manifest["files"]["heads.safetensors"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_format_1_checkpoint_loads_through_the_key_mapping(tmp_path: Path) -> None:
+    source = _model(seed=5)
+    path = _save(tmp_path, source, 3)
+    _rewrite_as_format_1(path)
+    keys = set(load_file(str(path / "heads.safetensors")))
+    assert {"itm_head.0.weight", "bbox_head.mlp.0.weight", "mlm_head.transform.0.weight"} <= keys
+    assert not any(k.startswith(("itm.", "bbox.", "mlm.")) for k in keys)
+    assert verify_checkpoint(path).format_version == 1
+    target = _model(seed=6)
+    loaded = load_model_state(target, path)
+    assert loaded == set(target.state_dict())
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    # the tied decoder still shares the word embeddings after the load
+    assert target.heads.mlm.decoder.weight is target.text.embed.weight

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import pretraining_step
 from x2vlm_core.cli import main
 from x2vlm_core.config import load_config
 from x2vlm_core.contracts import ConceptKind
 from x2vlm_core.data.collate import BatchBuilder, BatchStream, MixedStream
 from x2vlm_core.data.tokenizer import load_tokenizer
 from x2vlm_core.discovery import default_registry
-from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_model
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 
@@ -36,7 +37,7 @@ def test_synth_shards_round_trip_into_model_batches(tmp_path: Path, capsys: pyte
     assert tok.unk_id not in tok(["a small red circle"], 16).ids[0].tolist()
 
     cfg = load_config(TINY, [f"model.text.tokenizer={tok_dir}"])
-    model = X2VLM.from_config(cfg.model, cfg.losses)
+    model = build_model(cfg.model)
     reg = default_registry()
     sources = [reg.build("data", {"plugin": "webdataset", "shards": [str(images)]}),
                reg.build("data", {"plugin": "webdataset", "shards": [str(videos)]})]
@@ -45,7 +46,7 @@ def test_synth_shards_round_trip_into_model_batches(tmp_path: Path, capsys: pyte
     batch = next(iter(BatchStream(MixedStream(sources, [1.0, 1.0], seed=0), builder)))
     assert (batch.n_image, batch.n_box, batch.n_video) == (4, 6, 2)
     assert set(batch.kind[batch.box_rows].tolist()) <= {ConceptKind.OBJECT, ConceptKind.REGION}
-    out = model(batch)
+    out = pretraining_step(model)(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.parts.values())
     assert not any(s.skipped for s in sources)  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ from x2vlm_core.config import RunConfig, load_config
 from x2vlm_core.contracts import ConceptKind
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.evaluation.runner import evaluate_run
-from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_model
 from x2vlm_core.training.loop import prepare_tokenizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -37,7 +37,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cfg = load_config(CONFIGS / "tiny.yaml", ["train.tokenizer.texts=300"])
         prepare_tokenizer(cfg, default_registry())
         torch.manual_seed(0)
-        model = X2VLM.from_config(cfg.model, cfg.losses)
+        model = build_model(cfg.model)
         save_checkpoint(cfg.train.out_dir, model, 1, cfg, None, keep_last=1, lineage=[], new_parameters=[])
         shutil.rmtree(Path(cfg.model.text.fields()["tokenizer"]))  # the checkpoint must not need it
     finally:

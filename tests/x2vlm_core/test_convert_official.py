@@ -11,7 +11,8 @@ from torch import Tensor
 from x2vlm_core.checkpoint import load_model_state, read_manifest
 from x2vlm_core.cli import main
 from x2vlm_core.config import RunConfig, load_config
-from x2vlm_core.model import X2VLM
+from x2vlm_core.contracts import VisualMemory
+from x2vlm_core.model.factory import build_model
 from x2vlm_core.transfer.convert_official import (
     ConversionError,
     convert_official,
@@ -163,11 +164,11 @@ def test_map_routes_every_official_key() -> None:
     assert converted.fusion["layer.0.crossattention.self.key.weight"] is \
         state[f"{t}encoder.layer.{TEXT_LAYERS}.crossattention.self.key.weight"]
     heads = converted.heads
-    assert heads["bbox_head.mlp.3.weight"] is state["bbox_head.3.weight"]
-    assert heads["itm_head.1.bias"] is state["itm_head.1.bias"]
-    assert heads["mlm_head.transform.0.weight"] is state["text_encoder.cls.predictions.transform.dense.weight"]
-    assert heads["mlm_head.transform.2.bias"] is state["text_encoder.cls.predictions.transform.LayerNorm.bias"]
-    assert heads["mlm_head.decoder.bias"] is state["text_encoder.cls.predictions.bias"]
+    assert heads["bbox.mlp.3.weight"] is state["bbox_head.3.weight"]
+    assert heads["itm.1.bias"] is state["itm_head.1.bias"]
+    assert heads["mlm.transform.0.weight"] is state["text_encoder.cls.predictions.transform.dense.weight"]
+    assert heads["mlm.transform.2.bias"] is state["text_encoder.cls.predictions.transform.LayerNorm.bias"]
+    assert heads["mlm.decoder.bias"] is state["text_encoder.cls.predictions.bias"]
     assert converted.video["temporal_embedding"] is state["absolute_frame_pos_embed"]
     counted = sum(len(converted.part(p)) for p in ("vision", "video", "text", "fusion", "heads"))
     # Every official key lands in exactly one part, except the dropped buffers and the tied decoder bias.
@@ -219,7 +220,7 @@ def test_convert_places_every_tensor_and_runs(tmp_path: Path, config: RunConfig)
     assert manifest.lineage[0]["unused"] == ["some_finetune_head.weight"]
     assert manifest.new_parameters == []
 
-    model = X2VLM.from_config(config.model, config.losses)
+    model = build_model(config.model)
     load_model_state(model, result.path)
     ours = model.state_dict()
     t = "text_encoder.bert."
@@ -235,13 +236,14 @@ def test_convert_places_every_tensor_and_runs(tmp_path: Path, config: RunConfig)
             "vision_encoder.blocks.1.attn.relative_position_bias_table",
         "vision.trunk.fc_norm.weight": "vision_encoder.fc_norm.weight",
         "video.temporal_embedding": "absolute_frame_pos_embed",
-        "itm_head.3.weight": "itm_head.3.weight",
-        "bbox_head.mlp.0.weight": "bbox_head.0.weight",
-        "mlm_head.decoder.weight": "text_encoder.cls.predictions.decoder.weight",
-        "mlm_head.decoder.bias": "text_encoder.cls.predictions.bias",
-        "temp": "temp",
-        "vision_proj.weight": "vision_proj.weight",
-        "text_proj.bias": "text_proj.bias",
+        "heads.itm.3.weight": "itm_head.3.weight",
+        "heads.bbox.mlp.0.weight": "bbox_head.0.weight",
+        "heads.mlm.transform.0.weight": "text_encoder.cls.predictions.transform.dense.weight",
+        "heads.mlm.decoder.weight": "text_encoder.cls.predictions.decoder.weight",
+        "heads.mlm.decoder.bias": "text_encoder.cls.predictions.bias",
+        "heads.temp": "temp",
+        "heads.vision_proj.weight": "vision_proj.weight",
+        "heads.text_proj.bias": "text_proj.bias",
     }
     for mine, official in pairs.items():
         assert torch.equal(ours[mine], state[official]), mine
@@ -254,13 +256,13 @@ def test_convert_places_every_tensor_and_runs(tmp_path: Path, config: RunConfig)
 
     model.eval()
     with torch.no_grad():
-        image = model.encode_image(torch.randn(2, 3, 32, 32)).tokens
+        image = model.encode_images(torch.randn(2, 3, 32, 32))
         ids = torch.tensor([[2, 10, 11, 3], [2, 5, 3, 0]])
         mask = ids != 0
-        text = model.encode_text(ids, mask)
-        fused = model.fuse(text, mask, image, torch.ones(image.shape[:2], dtype=torch.bool))
-        logits, boxes = model.itm_logits(fused), model.bbox_head(fused[:, 0])
-        mlm = model.mlm_logits(fused)
+        text = model.encode_text(ids, mask).tokens
+        fused = model.fuse(text, mask, VisualMemory.whole(image), torch.arange(2))
+        logits, boxes = model.heads.itm(fused[:, 0]), model.heads.bbox(fused[:, 0])
+        mlm = model.heads.mlm(fused)
     assert image.shape == (2, 1 + GRID * GRID, D) and fused.shape == (2, 4, D)
     assert logits.shape == (2, 2) and boxes.shape == (2, 4) and mlm.shape == (2, 4, V)
     assert torch.isfinite(logits).all() and torch.isfinite(mlm).all()
@@ -278,7 +280,7 @@ def test_other_image_size_resizes_the_relative_position_tables(tmp_path: Path, c
     bigger = RunConfig.model_validate(data)
     state = official_state()
     result = convert_official(_save(tmp_path, state), tmp_path / "run", bigger, fusion_start=TEXT_LAYERS)
-    model = X2VLM.from_config(bigger.model, bigger.losses)
+    model = build_model(bigger.model)
     load_model_state(model, result.path)
     table = model.state_dict()["vision.trunk.blocks.0.attn.relative_position_bias_table"]
     assert table.shape == ((2 * 6 - 1) ** 2 + 3, HEADS)
@@ -305,9 +307,9 @@ def test_missing_head_allowed_as_fresh_and_video_embedding_starts_fresh(tmp_path
     file = _save(tmp_path, state)
     with pytest.raises(ConversionError, match=r"text_encoder\.cls\.predictions\.transform\.dense\.weight"):
         convert_official(file, tmp_path / "a", config, fusion_start=TEXT_LAYERS)
-    result = convert_official(file, tmp_path / "b", config, fusion_start=TEXT_LAYERS, fresh=["mlm_head."])
+    result = convert_official(file, tmp_path / "b", config, fusion_start=TEXT_LAYERS, fresh=["heads.mlm."])
     assert "video.temporal_embedding" in result.new_parameters
-    assert "mlm_head.decoder.weight" in result.new_parameters
+    assert "heads.mlm.decoder.weight" in result.new_parameters
     assert any("temporal_embedding starts fresh" in n for n in result.notes)
     assert set(read_manifest(result.path).new_parameters) == set(result.new_parameters)
 

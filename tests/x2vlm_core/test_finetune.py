@@ -23,6 +23,7 @@ from x2vlm_core.evaluation.evalsets import load_eval_set
 from x2vlm_core.evaluation.retrieval import evaluate_retrieval
 from x2vlm_core.evaluation.runner import evaluate_languages
 from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_model
 from x2vlm_core.training.finetune import (
     FinetuneEvalConfig,
     finetune,
@@ -48,7 +49,7 @@ def tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _source(tokenizers: dict[str, Path], root: Path) -> tuple[Path, X2VLM]:
     cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tokenizers['en']}"])
-    model = X2VLM.from_config(cfg.model, cfg.losses)
+    model = build_model(cfg.model)
     path = save_checkpoint(root / "pretrained", model, 5, cfg, None, keep_last=1,
                            lineage=[{"op": "pretrain", "step": 5}], new_parameters=[])
     return path, model
@@ -97,7 +98,7 @@ def test_config_errors_are_clear(caplog: pytest.LogCaptureFixture, tmp_path: Pat
 # ------------------------------------------------------------------------------------------ evaluation
 def test_per_language_evaluation_matches_a_direct_evaluation(tokenizers: dict[str, Path]) -> None:
     cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tokenizers['multi']}", "model.text.plugin=xlmr"])
-    model = X2VLM.from_config(cfg.model, cfg.losses).eval()
+    model = build_model(cfg.model).eval()
     eval_cfg = FinetuneEvalConfig.model_validate({
         "data": [{"plugin": "synthetic", "split": "test"}], "languages": ["en", "zh"], "samples": 12,
         "rerank_k": 4, "batch_size": 8,
@@ -110,7 +111,7 @@ def test_per_language_evaluation_matches_a_direct_evaluation(tokenizers: dict[st
         section = DataSourceSection.model_validate({"plugin": "synthetic", "split": "test", "languages": [lang]})
         data = load_eval_set(section, "x", 12, model.vision.image_size, registry)
         sets[lang] = data
-        tokens = model.encode_image(normalise(data.visuals, model.vision.mean, model.vision.std)).tokens
+        tokens = model.encode_images(normalise(data.visuals, model.vision.mean, model.vision.std))
         metrics = evaluate_retrieval(model, tokens, data.captions, torch.arange(12), 4, 8)
         direct[lang] = metrics
         for k in (1, 5, 10):
@@ -161,8 +162,8 @@ def test_finetune_a_reassembled_checkpoint(tokenizers: dict[str, Path], tmp_path
     assert {"contrastive", "matching"} <= set(logs[-1]) and not {"mlm", "bbox"} & set(logs[-1])
     before = load_model(reassembled).model.state_dict()
     after = model.state_dict()
-    assert not torch.equal(before["vision_proj.weight"], after["vision_proj.weight"])
-    assert torch.equal(before["mlm_head.decoder.bias"], after["mlm_head.decoder.bias"])  # MLM head unused here
+    assert not torch.equal(before["heads.vision_proj.weight"], after["heads.vision_proj.weight"])
+    assert torch.equal(before["heads.mlm.decoder.bias"], after["heads.mlm.decoder.bias"])  # MLM head unused here
     evaluation = json.loads((tmp_path / "ft" / "eval.json").read_text())
     for lang in ("de", "zh"):
         assert 0.0 <= evaluation[f"lang/{lang}/mean_recall"] <= 1.0

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from tests.helpers import pretraining_step
 from x2vlm_core.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -28,6 +29,7 @@ from x2vlm_core.data.collate import BatchBuilder
 from x2vlm_core.data.tokenizer import train_tokenizer
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_model
 from x2vlm_core.training.loop import prepare_tokenizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -61,9 +63,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cfg = load_config(CONFIGS / "tiny.yaml", ["train.tokenizer.texts=300"])
         prepare_tokenizer(cfg, registry)
         torch.manual_seed(0)
-        model = X2VLM.from_config(cfg.model, cfg.losses, registry)
+        model = build_model(cfg.model, registry)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        model(_batch(model)).loss.backward()
+        pretraining_step(model)(_batch(model)).loss.backward()
         optimizer.step()
         save_checkpoint(cfg.train.out_dir, model, 1, cfg, None, keep_last=1, lineage=[], new_parameters=[])
     finally:
@@ -88,16 +90,19 @@ def _batch(model: X2VLM, images: int = 4, video: bool = True) -> Batch:
 
 @torch.no_grad()
 def _outputs(model: X2VLM, batch: Batch) -> dict[str, Tensor]:
-    """Everything a forward pass computes: step state, fused tokens and heads, every loss (seeded sampling)."""
+    """Everything a forward pass computes: encodings, fused tokens and heads, every loss (seeded sampling)."""
     model.eval()
-    state = model.step_state(batch)
-    fused = model.fuse(state.text, batch.text.mask, state.visual, state.visual_mask)
+    bank = model.encode_visual(batch.images, batch.videos)
+    memory = model.memory(bank, batch.source, batch.boxes)
+    text = model.encode_text(batch.text.ids, batch.text.mask)
+    fused = model.fuse(text.tokens, batch.text.mask, memory, torch.arange(batch.size))
+    heads = model.heads
     torch.manual_seed(123)
-    out = model(batch)
+    out = pretraining_step(model)(batch)
     return {
-        "ids": batch.text.ids, "bank": state.bank, "visual": state.visual, "text": state.text,
-        "image_feat": state.image_feat, "text_feat": state.text_feat, "fused": fused,
-        "itm": model.itm_logits(fused), "bbox": model.bbox_head(fused[:, 0]), "mlm": model.mlm_logits(fused),
+        "ids": batch.text.ids, "bank": bank, "concept_cls": memory.cls, "text": text.tokens,
+        "image_feat": heads.image_features(memory.cls[: batch.size]), "text_feat": text.features, "fused": fused,
+        "itm": heads.itm(fused[:, 0]), "bbox": heads.bbox(fused[:, 0]), "mlm": heads.mlm(fused),
         "loss": out.loss, **{f"loss/{k}": v for k, v in out.parts.items()},
     }
 
@@ -127,7 +132,7 @@ def test_moved_checkpoint_without_tokenizer_dir_gives_identical_outputs(
     # Reference: the run config as written (tokenizer relative to the run's cwd) + the existing strict load.
     os.chdir(run)
     cfg = manifest.run_config()
-    reference = X2VLM.from_config(resolve_config(cfg.model_dump(mode="json")).model, cfg.losses)
+    reference = build_model(resolve_config(cfg.model_dump(mode="json")).model)
     load_model_state(reference, ckpt)
     batch = _batch(reference)
     expected = _outputs(reference, batch)
@@ -140,7 +145,7 @@ def test_moved_checkpoint_without_tokenizer_dir_gives_identical_outputs(
     loaded = load_model(moved)
     assert loaded.path == moved and loaded.manifest.step == 1
     assert not loaded.model.training
-    assert loaded.model.module_names() == reference.module_names()
+    assert loaded.model.parts() == reference.parts()
     _assert_identical(_outputs(loaded.model, _batch(loaded.model)), expected)
 
 
@@ -232,12 +237,12 @@ def test_pretrained_sources_deleted_after_saving_still_load(
         "losses": [{"plugin": "contrastive"}, {"plugin": "matching"}, {"plugin": "mlm"}, {"plugin": "bbox"}],
         "data": {"sources": [{"plugin": "synthetic"}]},
     })
-    model = X2VLM.from_config(cfg.model, cfg.losses)
+    model = build_model(cfg.model)
     assert torch.equal(model.vision.trunk.patch_embed.proj.weight, donor.trunk.patch_embed.proj.weight)
     if plugin != "open_clip":  # the text weights came from the HF directory, and fusion layer 0 from its layer 1
         assert len(model.text.pretrained_keys) > 0
         assert torch.equal(model.fusion.layer[0].intermediate.dense.weight,
-                           model.text.hf_layers()[1].intermediate.dense.weight)
+                           model.text.transformer_layers()[1].intermediate.dense.weight)
     ckpt = save_checkpoint(tmp_path / "run", model, 7, cfg, None, keep_last=1, lineage=[], new_parameters=[])
     parts_of = read_manifest(ckpt).parts
     assert parts_of["vision"].exported == {**parts_of["vision"].config, "pretrained": None}

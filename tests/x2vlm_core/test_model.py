@@ -14,6 +14,7 @@ from x2vlm_core.data.collate import BatchBuilder
 from x2vlm_core.data.tokenizer import train_tokenizer
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_losses, build_model, build_step
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -39,42 +40,49 @@ def _mixed_batch(model: X2VLM, image_pairs: int = 4, box_pairs: int = 40, video_
 
 def test_mixed_batch_trains_every_module(tiny_tokenizer: Path) -> None:
     cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tiny_tokenizer}"])
-    model = X2VLM.from_config(cfg.model, cfg.losses)
+    model = build_model(cfg.model)
+    step = build_step(model, build_losses(cfg.losses))
     batch = _mixed_batch(model)
     kinds = set(batch.kind.tolist())
     assert {ConceptKind.IMAGE, ConceptKind.OBJECT, ConceptKind.REGION, ConceptKind.VIDEO} <= kinds
-    out = model(batch)
+    out = step(batch)
     assert set(out.parts) == {"contrastive", "matching", "mlm", "bbox"}
     for name, value in out.parts.items():
         assert torch.isfinite(value) and value > 0, name
-    expected = sum(model.loss_weights[k] * v for k, v in out.parts.items())
+    expected = sum(step.loss_weights[k] * v for k, v in out.parts.items())
     assert torch.allclose(out.loss, expected)
     out.loss.backward()
+    heads = model.heads
     groups = {"vision": model.vision, "video": model.video, "text": model.text, "fusion": model.fusion,
-              "vision_proj": model.vision_proj, "text_proj": model.text_proj, "itm_head": model.itm_head,
-              "bbox_head": model.bbox_head, "mlm_head": model.mlm_head}
+              "vision_proj": heads.vision_proj, "text_proj": heads.text_proj, "itm": heads.itm,
+              "bbox": heads.bbox, "mlm": heads.mlm}
     for name, module in groups.items():
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         assert grads, f"{name}: no gradient"
         assert sum(float(g.abs().sum()) for g in grads) > 0, f"{name}: zero gradient"
-    assert model.temp.grad is not None and model.temp.grad != 0
+    assert heads.temp.grad is not None and heads.temp.grad != 0
 
 
-def test_concept_tokens_use_one_vision_pass(tiny_tokenizer: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_vision_pass_one_text_call_one_fusion_call(tiny_tokenizer: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tiny_tokenizer}"])
-    model = X2VLM.from_config(cfg.model, cfg.losses)
+    model = build_model(cfg.model)
+    step = build_step(model, build_losses(cfg.losses))
     batch = _mixed_batch(model, image_pairs=3, box_pairs=5, video_pairs=1)
-    calls: list[int] = []
-    original = model.vision.forward
-    monkeypatch.setattr(model.vision, "forward", lambda x: calls.append(x.shape[0]) or original(x))
-    state = model.step_state(batch)
-    # one call for the images, one for the video frames: boxes never re-run the ViT
-    assert calls == [batch.images.shape[0], batch.videos.shape[0] * batch.videos.shape[1]]
+    calls: dict[str, list[int]] = {"vision": [], "text": [], "fusion": []}
+    for name in calls:
+        module = getattr(model, name)
+        original = module.forward
+        monkeypatch.setattr(module, "forward", lambda x, *a, _n=name, _f=original, **k: calls[_n].append(x.shape[0]) or _f(x, *a, **k))
+    step(batch)
+    # one ViT call for the images, one for the video frames: boxes never re-run the ViT
+    assert calls["vision"] == [batch.images.shape[0], batch.videos.shape[0] * batch.videos.shape[1]]
+    m = batch.size
+    assert calls["text"] == [2 * m]  # the batch's texts and their MLM copies, together
+    assert calls["fusion"] == [3 * m + m + batch.n_box]  # matching, MLM and box pairs in ONE call
+    memory = model.memory(model.encode_visual(batch.images, batch.videos), batch.source, batch.boxes)
     whole = slice(0, batch.n_image)
-    torch.testing.assert_close(state.visual[whole], state.bank[batch.source[whole]], atol=1e-5, rtol=1e-5)
-    assert state.visual_mask[whole].all()
-    box = batch.box_rows
-    assert not state.visual_mask[box].all()  # boxes attend to a subset of patches
+    assert memory.mask[whole].all()
+    assert not memory.mask[batch.n_image : batch.n_image + batch.n_box].all()  # boxes cover a subset of patches
 
 
 def test_base_config_builds_and_steps(tmp_path: Path) -> None:
@@ -85,13 +93,13 @@ def test_base_config_builds_and_steps(tmp_path: Path) -> None:
     text = (f"{{plugin: bert, tokenizer: {vocab}, layers: 12, width: 768, heads: 12, intermediate: 3072,"
             " max_positions: 512}")
     cfg = load_config(CONFIGS / "x2vlm_base_4m.yaml", [f"model.text={text}"])
-    model = X2VLM.from_config(cfg.model, cfg.losses)
+    model = build_model(cfg.model)
     counts = model.parameter_counts()
     total = sum(counts.values())
     assert 240e6 < total < 270e6, counts
     assert 85e6 < counts["vision"] < 87e6 and 100e6 < counts["text"] < 115e6
     batch = _mixed_batch(model, image_pairs=2, box_pairs=2, video_pairs=0)
-    out = model(batch)
+    out = build_step(model, build_losses(cfg.losses))(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert model.fusion.layer[0].crossattention.self.key.weight.grad is not None  # type: ignore[union-attr,index]

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from registry import ConfigError
+from tests.helpers import pretraining_step
 from x2vlm_core.checkpoint import read_manifest, save_checkpoint
 from x2vlm_core.checkpoint.rebuild import load_model
 from x2vlm_core.cli import main
@@ -21,12 +22,13 @@ from x2vlm_core.contracts import TextEncoder, TextOutput
 from x2vlm_core.data.tokenizer import FastTokenizer, load_tokenizer, train_tokenizer
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_model
 from x2vlm_core.transfer.reassemble import ReassembleError, reassemble, save_reassembled
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LANGS = ["en", "de", "fr", "cs", "zh", "ja"]
 # Kept by every mode (xvlm keeps only the fusion's cross-attention; checked separately).
-SHARED = ("vision.", "video.", "vision_proj.", "itm_head.", "bbox_head.", "mlm_head.transform.")
+SHARED = ("vision.", "video.", "heads.vision_proj.", "heads.itm.", "heads.bbox.", "heads.mlm.transform.")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def _run_config(tokenizer: Path) -> RunConfig:
 
 def _model(tokenizer: Path) -> X2VLM:
     cfg = _run_config(tokenizer)
-    return X2VLM.from_config(cfg.model, cfg.losses)
+    return build_model(cfg.model)
 
 
 def _text(plugin: str, tokenizer: Path, width: int = 32, layers: int = 2) -> TextEncoder:
@@ -85,7 +87,7 @@ def _batch_loss(model: X2VLM) -> Tensor:
     builder = BatchBuilder(tokenizer=model.tokenizer, image_size=model.vision.image_size, mean=model.vision.mean,
                            std=model.vision.std, max_text_len=model.max_text_len, image_pairs=4, box_pairs=4,
                            video_pairs=0, frames=3)
-    return model(builder(samples, torch.Generator().manual_seed(0))).loss
+    return pretraining_step(model)(builder(samples, torch.Generator().manual_seed(0))).loss
 
 
 # ------------------------------------------------------------------------------------------ swap
@@ -98,17 +100,17 @@ def test_swap_keeps_tensors_and_records_new_ones(tokenizers: dict[str, Path]) ->
     new = result.model
     after = new.state_dict(keep_vars=True)
 
-    kept = {k for k in after if k.startswith((*SHARED, "fusion.", "text_proj.", "text_to_fusion.")) or k == "temp"}
-    assert {"temp", "vision_proj.weight", "text_proj.weight", "itm_head.0.weight", "bbox_head.mlp.0.weight"} <= kept
+    kept = {k for k in after if k.startswith((*SHARED, "fusion.", "heads.text_proj.", "heads.text_to_fusion.")) or k == "heads.temp"}
+    assert {"heads.temp", "heads.vision_proj.weight", "heads.text_proj.weight", "heads.itm.0.weight", "heads.bbox.mlp.0.weight"} <= kept
     for key in kept:
         assert after[key] is old_tensors[key], key  # the same tensors ...
         assert _sha(after[key]) == before[key], key  # ... bit for bit
     assert new.text is text and new.tokenizer is text.tokenizer
     # new: the whole text encoder and the MLM vocabulary decoder, nothing else
-    expected_new = _param_names(new, "text.") | {"mlm_head.decoder.weight", "mlm_head.decoder.bias"}
+    expected_new = _param_names(new, "text.") | {"heads.mlm.decoder.weight", "heads.mlm.decoder.bias"}
     assert result.new_parameters == expected_new
-    assert new.mlm_head.decoder.out_features == text.tokenizer.vocab_size == _vocab(tokenizers["multi"])
-    assert model.mlm_head.decoder.out_features == _vocab(tokenizers["en"])  # the source model is untouched
+    assert new.heads.mlm.decoder.out_features == text.tokenizer.vocab_size == _vocab(tokenizers["multi"])
+    assert model.heads.mlm.decoder.out_features == _vocab(tokenizers["en"])  # the source model is untouched
     assert result.lineage_entry["op"] == "reassemble" and result.lineage_entry["mode"] == "swap"
     assert result.lineage_entry["new_parameters"] == len(expected_new)
     loss = _batch_loss(new)
@@ -119,17 +121,17 @@ def test_swap_keeps_tensors_and_records_new_ones(tokenizers: dict[str, Path]) ->
 
 def test_width_changing_swap_adds_projections(tokenizers: dict[str, Path]) -> None:
     model = _model(tokenizers["en"])
-    assert isinstance(model.text_to_fusion, nn.Identity)  # 32 → 32 before
+    assert isinstance(model.heads.text_to_fusion, nn.Identity)  # 32 → 32 before
     text = _text("xlmr", tokenizers["multi"], width=48)
     result = reassemble(model, text, "swap")
     new = result.model
-    assert isinstance(new.text_to_fusion, nn.Linear)
-    assert (new.text_to_fusion.in_features, new.text_to_fusion.out_features) == (48, 32)
-    assert new.text_proj is not model.text_proj and new.text_proj.in_features == 48
-    assert {"text_proj.weight", "text_proj.bias", "text_to_fusion.weight", "text_to_fusion.bias"} <= result.new_parameters
-    assert new.fusion is model.fusion and new.vision_proj is model.vision_proj
+    assert isinstance(new.heads.text_to_fusion, nn.Linear)
+    assert (new.heads.text_to_fusion.in_features, new.heads.text_to_fusion.out_features) == (48, 32)
+    assert new.heads.text_proj is not model.heads.text_proj and new.heads.text_proj.in_features == 48
+    assert {"heads.text_proj.weight", "heads.text_proj.bias", "heads.text_to_fusion.weight", "heads.text_to_fusion.bias"} <= result.new_parameters
+    assert new.fusion is model.fusion and new.heads.vision_proj is model.heads.vision_proj
     # untied decoder (text width ≠ fusion width): a fresh Linear at fusion width
-    assert new.mlm_head.decoder.weight.shape == (_vocab(tokenizers["multi"]), 32)
+    assert new.heads.mlm.decoder.weight.shape == (_vocab(tokenizers["multi"]), 32)
     assert torch.isfinite(_batch_loss(new))
 
 
@@ -149,7 +151,7 @@ def test_pretrained_text_weights_are_not_new(tokenizers: dict[str, Path], tmp_pa
     result = reassemble(_model(tokenizers["en"]), text, "swap")
     assert not any(n.startswith("text.") for n in result.new_parameters)
     # the tied decoder weight is the (pretrained) word-embedding table: only its bias is new
-    assert result.new_parameters == {"mlm_head.decoder.bias"}
+    assert result.new_parameters == {"heads.mlm.decoder.bias"}
 
 
 # ------------------------------------------------------------------------------------------ ablations
@@ -168,12 +170,12 @@ def test_embeddings_only_replaces_vocabulary_and_keeps_the_rest(tokenizers: dict
     after = _hashes(new)
     word_key = "text.model.embeddings.word_embeddings.weight"
     for key, digest in after.items():
-        if key in (word_key, "mlm_head.decoder.weight", "mlm_head.decoder.bias"):
+        if key in (word_key, "heads.mlm.decoder.weight", "heads.mlm.decoder.bias"):
             continue
         assert before[key] == digest, key
     assert "text.model.embeddings.position_embeddings.weight" in after
-    assert result.new_parameters == {word_key, "mlm_head.decoder.weight", "mlm_head.decoder.bias"}
-    assert new.mlm_head.decoder.out_features == _vocab(tokenizers["multi_wp"])
+    assert result.new_parameters == {word_key, "heads.mlm.decoder.weight", "heads.mlm.decoder.bias"}
+    assert new.heads.mlm.decoder.out_features == _vocab(tokenizers["multi_wp"])
     # the source model still reads its own vocabulary
     assert model.text.word_embeddings().num_embeddings == model.tokenizer.vocab_size == _vocab(tokenizers["en"])
     assert _hashes(model) == before
@@ -194,7 +196,7 @@ def test_embeddings_only_fresh_rows_when_widths_differ(tokenizers: dict[str, Pat
 
 def test_embeddings_only_rejects_a_moved_pad_id_for_roberta_positions(tokenizers: dict[str, Path]) -> None:
     cfg = load_config(CONFIGS / "tiny.yaml", ["model.text.plugin=xlmr", f"model.text.tokenizer={tokenizers['multi']}"])
-    model = X2VLM.from_config(cfg.model, cfg.losses)
+    model = build_model(cfg.model)
     donor = _text("bert", tokenizers["multi_wp"], layers=1)  # wordpiece: [PAD] = 0; the XLM-R one has <pad> = 1
     with pytest.raises(ConfigError, match="numbers positions from the pad id 1"):
         reassemble(model, donor, "embeddings_only")
@@ -219,7 +221,7 @@ def test_xvlm_copies_text_layers_into_fusion_keeping_cross_attention(tokenizers:
             assert _sha(fusion[key]) == before[f"fusion.{key}"], key
             assert f"fusion.{key}" not in result.new_parameters
     for key, digest in _hashes(new).items():
-        if key.startswith(SHARED) or key in ("temp", "text_proj.weight", "text_proj.bias"):
+        if key.startswith(SHARED) or key in ("heads.temp", "heads.text_proj.weight", "heads.text_proj.bias"):
             assert digest == before[key], key
     assert _hashes(model) == before  # the source fusion is not overwritten
     assert torch.isfinite(_batch_loss(new))
@@ -235,7 +237,7 @@ def test_bad_combinations_give_clear_errors(tokenizers: dict[str, Path]) -> None
     shallow = _text("xlmr", tokenizers["multi"], layers=1)
     deep_fusion = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tokenizers['en']}", "model.fusion.layers=2"])
     with pytest.raises(ConfigError, match="at least 2; XlmrText has 1"):
-        reassemble(X2VLM.from_config(deep_fusion.model, deep_fusion.losses), shallow, "xvlm")
+        reassemble(build_model(deep_fusion.model), shallow, "xvlm")
 
     class Plain(TextEncoder):
         """A text encoder without the optional re-assembly methods."""
@@ -307,7 +309,7 @@ def test_round_trip_through_a_checkpoint(tokenizers: dict[str, Path], tmp_path: 
         if mode != "embeddings_only" and key.startswith("text."):
             continue  # the new text encoder's tensors merely share names with the old one's
         assert in_memory[key] == before[key], key  # kept tensors survive save + load bit for bit
-    assert loaded.tokenizer.vocab_size == _vocab(tokenizer) == loaded.mlm_head.decoder.out_features
+    assert loaded.tokenizer.vocab_size == _vocab(tokenizer) == loaded.heads.mlm.decoder.out_features
 
     # and it computes what the in-memory re-assembly computes
     ids = loaded.tokenizer(["ein roter kreis", "红色的圆"], 16)

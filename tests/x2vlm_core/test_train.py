@@ -238,24 +238,13 @@ def test_gathered_contrastive_loss_and_gradients_equal_one_process(
     worker = _worker()
     sizes = [4, 4] if case == "equal" else [3, 6]
 
-    class OneProcess:
-        """gather on one process: the identity."""
-
-        def gather(self, x: torch.Tensor) -> torch.Tensor:
-            return x
-
-    reference = worker.contrastive_on_rank(OneProcess(), 0, [sum(sizes)], weight_by_size=False)
+    reference = worker.contrastive_on_rank(0, [sum(sizes)])
     parts = [r[case] for r in reports]  # type: ignore[index]
     offsets = [0, sizes[0], sum(sizes)]
-    if case == "equal":
-        # DDP averages gradients over ranks: mean of the ranks' losses and grads / world = the global ones.
-        assert torch.stack([p["loss"] for p in parts]).mean() == pytest.approx(float(reference["loss"]), rel=1e-6)
-        scale = 1.0 / len(sizes)
-    else:
-        # unequal shares (box pairs differ per rank): each rank's loss weighted by its share of the rows
-        total = sum(float(p["loss"]) * m / sum(sizes) for p, m in zip(parts, sizes, strict=True))
-        assert total == pytest.approx(float(reference["loss"]), rel=1e-6)
-        scale = 1.0
+    # DDP averages over ranks: the mean of the ranks' losses, and their gradients / world, are the global ones,
+    # for unequal shares too (each rank divides by the global row count / world).
+    assert torch.stack([p["loss"] for p in parts]).mean() == pytest.approx(float(reference["loss"]), rel=1e-6)
+    scale = 1.0 / len(sizes)
     for rank, part in enumerate(parts):
         rows = slice(offsets[rank], offsets[rank + 1])
         for key in ("image_grad", "text_grad"):

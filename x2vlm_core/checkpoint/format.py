@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,14 @@ __all__ = [
     "checkpoint_name",
     "checkpoints_dir",
     "list_checkpoints",
+    "map_strings",
     "sha256_file",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: x2vlm 0.1 (heads under the model's attribute names, checkpoint/migrate.py)
 
 
 STEP_DIR = re.compile(r"^step-(\d{8,})$")
@@ -153,3 +155,12 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """A JSON value (dicts, lists/tuples, scalars) with `fn` applied to every string in it."""
+    if isinstance(value, dict):
+        return {k: map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [map_strings(v, fn) for v in value]
+    return fn(value) if isinstance(value, str) else value

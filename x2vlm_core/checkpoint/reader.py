@@ -11,9 +11,9 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
+from registry import validation_error
 from x2vlm_core.checkpoint.format import (
     FORMAT_VERSION,
-    MODULE_PARTS,
     STEP_DIR,
     CheckpointError,
     FileRecord,
@@ -21,6 +21,7 @@ from x2vlm_core.checkpoint.format import (
     list_checkpoints,
     sha256_file,
 )
+from x2vlm_core.checkpoint.migrate import upgrade_aliases, upgrade_part_state
 from x2vlm_core.checkpoint.trainer_state import TrainerState, rng_from_plain
 from x2vlm_core.checkpoint.weights import WeightsError, load_state_file, load_state_strict
 from x2vlm_core.model import X2VLM
@@ -56,11 +57,7 @@ def read_manifest(path: str | Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "<root>"
-        raise CheckpointError(
-            f"checkpoint {path}: manifest.json field {where}: {first['msg']} ({error.error_count()} problem(s))"
-        ) from None
+        raise CheckpointError(f"checkpoint {path}: {validation_error(error, '', 'manifest.json')}") from None
     for name in manifest.files:
         pure = PurePosixPath(name)
         if pure.is_absolute() or ".." in pure.parts or name == "manifest.json":
@@ -127,9 +124,9 @@ def load_model_state(model: X2VLM, path: str | Path, parts: Collection[str] | No
     path = Path(path)
     manifest = read_manifest(path)
     if parts is None:
-        if list(manifest.parts) != model.module_names():
+        if list(manifest.parts) != model.parts():
             raise CheckpointError(
-                f"checkpoint {path} has parts {list(manifest.parts)} but the model has {model.module_names()}; "
+                f"checkpoint {path} has parts {list(manifest.parts)} but the model has {model.parts()}; "
                 "pass `parts` to load a subset"
             )
         wanted = list(manifest.parts)
@@ -147,36 +144,27 @@ def load_model_state(model: X2VLM, path: str | Path, parts: Collection[str] | No
         if part not in cache:
             record = manifest.parts[part]
             check_file(path, record.file, manifest.files[record.file])
-            cache[part] = load_state_file(path / record.file)
+            cache[part] = upgrade_part_state(manifest.format_version, part, load_state_file(path / record.file))
         return cache[part]
 
     loaded: set[str] = set()
     for part in wanted:
         record = manifest.parts[part]
         state = dict(part_file(part))
-        for key, alias in record.aliases.items():
+        for key, alias in upgrade_aliases(manifest.format_version, part, record.aliases).items():
             source = part_file(alias.part)
             if alias.key not in source:
                 raise CheckpointError(
                     f"checkpoint {path}: alias {part}/{key} -> {alias.part}/{alias.key} is dangling"
                 )
             state[key] = source[alias.key]
-        if part == "heads":
-            target: torch.nn.Module = model
-            others = tuple(f"{p}." for p in (*MODULE_PARTS, "losses"))
-            prefix = ""
-        else:
-            module = getattr(model, part, None)
-            if not isinstance(module, torch.nn.Module):
-                raise CheckpointError(
-                    f"checkpoint {path} has a {part!r} part but the model has no {part} module"
-                )
-            target, others, prefix = module, (), f"{part}."
+        if part not in model.parts():
+            raise CheckpointError(f"checkpoint {path} has a {part!r} part but the model has no {part} module")
         try:
-            report = load_state_strict(target, state, f"{path / record.file}", allow_missing=others)
+            report = load_state_strict(model.part_module(part), state, f"{path / record.file}")
         except WeightsError as error:
             raise CheckpointError(f"checkpoint {path}, part {part!r}: {error}") from None
-        loaded |= {prefix + k for k in report.loaded}
+        loaded |= {f"{part}.{k}" for k in report.loaded}
     return loaded
 
 

@@ -2,20 +2,18 @@
 
 Every module is built from the exported config its checkpoint part records (`export_config` of the
 plugin, with `${checkpoint}` replaced by the directory's real path), the heads from the run config's
-model section, the losses from the run config (or the caller's sections), and then every part is
-loaded strictly from the checkpoint's safetensors files. See x2vlm_core/checkpoint.py for the layout.
+model section, and then every part is loaded strictly from the checkpoint's safetensors files (layout:
+checkpoint/format.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from registry import PluginError, PluginRegistry
+from registry import PluginError, PluginRegistry, validation_error
 from x2vlm_core.checkpoint import (
     CheckpointError,
     Manifest,
@@ -24,10 +22,12 @@ from x2vlm_core.checkpoint import (
     read_manifest,
     verify_checkpoint,
 )
-from x2vlm_core.config import LossSection, ModelConfig
+from x2vlm_core.checkpoint.format import map_strings
+from x2vlm_core.config import ModelConfig
 from x2vlm_core.contracts import CHECKPOINT_VAR
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_model
 
 __all__ = ["LoadedModel", "load_model", "model_config_of", "resolve_checkpoint"]
 
@@ -59,17 +59,6 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Manifest]:
     return path, verify_checkpoint(path)
 
 
-def _substitute(value: Any, directory: str) -> Any:
-    """`${checkpoint}` → `directory` in every string of a JSON value."""
-    if isinstance(value, dict):
-        return {k: _substitute(v, directory) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, directory) for v in value]
-    if isinstance(value, str):
-        return value.replace(CHECKPOINT_VAR, directory)
-    return value
-
-
 def model_config_of(manifest: Manifest, path: Path) -> ModelConfig:
     """The model section that rebuilds a checkpoint's architecture: each module part's exported config
     (its recorded config for checkpoints written before exports), the heads from the run config."""
@@ -88,26 +77,19 @@ def model_config_of(manifest: Manifest, path: Path) -> ModelConfig:
         if record.plugin is None:
             raise CheckpointError(f"checkpoint {path}: part {part!r} records no plugin name")
         fields = record.exported if record.exported is not None else record.config
-        data[part] = {"plugin": record.plugin, **_substitute(fields, directory)}
+        data[part] = {"plugin": record.plugin, **map_strings(fields, lambda text: text.replace(CHECKPOINT_VAR, directory))}
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "<root>"
-        raise CheckpointError(f"checkpoint {path}: model config field {where}: {first['msg']}") from None
+        raise CheckpointError(f"checkpoint {path}: {validation_error(error, 'model', 'the recorded model config')}") from None
 
 
-def load_model(
-    checkpoint: str | Path,
-    registry: PluginRegistry | None = None,
-    losses: Sequence[LossSection] | None = None,
-) -> LoadedModel:
+def load_model(checkpoint: str | Path, registry: PluginRegistry | None = None) -> LoadedModel:
     """Rebuild the model a checkpoint (or a run directory's newest checkpoint) holds and load it strictly.
 
     Args:
         checkpoint: a checkpoint directory (`.../checkpoints/step-XXXXXXXX`) or a run directory.
         registry: where plugins are found (default: the installed ones).
-        losses: loss sections to attach instead of the run config's (e.g. for fine-tuning).
     Raises:
         CheckpointError: naming the checkpoint and what is wrong (missing/corrupt file, a plugin that is
             not installed, weights that do not match the rebuilt modules).
@@ -115,13 +97,8 @@ def load_model(
     registry = registry or default_registry()
     path, manifest = resolve_checkpoint(checkpoint)
     model_cfg = model_config_of(manifest, path)
-    if losses is None:
-        try:
-            losses = manifest.run_config().losses
-        except ValidationError as error:
-            raise CheckpointError(f"checkpoint {path}: the manifest's run config is invalid ({error})") from None
     try:
-        model = X2VLM.from_config(model_cfg, losses, registry)
+        model = build_model(model_cfg, registry)
     except CheckpointError:
         raise
     except (PluginError, ValueError, TypeError, OSError) as error:

@@ -33,6 +33,7 @@ from x2vlm_core.checkpoint.format import (
     checkpoint_name,
     checkpoints_dir,
     list_checkpoints,
+    map_strings,
     sha256_file,
 )
 from x2vlm_core.checkpoint.reader import verify_checkpoint
@@ -91,10 +92,10 @@ def _split_parts(model: X2VLM) -> dict[str, tuple[dict[str, Tensor], dict[str, A
     """Per part: tensors to write (CPU, contiguous, no shared storage) and aliases of tensors seen earlier."""
     seen: dict[tuple[Any, ...], tuple[str, str, Tensor]] = {}
     out: dict[str, tuple[dict[str, Tensor], dict[str, Alias]]] = {}
-    for part in model.module_names():
+    for part in model.parts():
         tensors: dict[str, Tensor] = {}
         aliases: dict[str, Alias] = {}
-        for key, value in model.module_state(part).items():
+        for key, value in model.part_module(part).state_dict().items():
             t = value.detach()
             storage = _storage_key(t)
             earlier = seen.get(storage)
@@ -119,10 +120,9 @@ def _split_parts(model: X2VLM) -> dict[str, tuple[dict[str, Tensor], dict[str, A
                 stored = stored.contiguous().clone()
             tensors[key] = stored
         out[part] = (tensors, aliases)
-    covered = {k if part == "heads" else f"{part}.{k}" for part, (t, a) in out.items() for k in (*t, *a)}
+    covered = {f"{part}.{k}" for part, (t, a) in out.items() for k in (*t, *a)}
     left = sorted(set(model.state_dict()) - covered)
     if left:
-        # module_state() leaves loss modules out: state kept there would not survive a resume.
         logger.warning("checkpoint does not store %d state entries: %s", len(left), ", ".join(left[:8]))
     return out
 
@@ -161,32 +161,29 @@ def _export_part(model: X2VLM, part: str, config: dict[str, Any], checkpoint: Pa
 
 def _relocate(value: Any, asset_dir: Path, reference: str) -> Any:
     """Strings naming `asset_dir` or a path inside it → `reference` + the rest; other values unchanged."""
-    if isinstance(value, dict):
-        return {k: _relocate(v, asset_dir, reference) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_relocate(v, asset_dir, reference) for v in value]
-    if isinstance(value, str) and value:
+
+    def relocated(text: str) -> str:
         try:
-            rest = Path(value).relative_to(asset_dir)
+            rest = Path(text).relative_to(asset_dir)
         except ValueError:
-            return value
+            return text
         return reference if rest == Path(".") else f"{reference}/{rest.as_posix()}"
-    return value
+
+    return map_strings(value, lambda text: relocated(text) if text else text)
 
 
 def _warn_external(part: str, value: Any) -> None:
     """Warn about strings that name existing files outside the checkpoint (a plugin whose export misses them)."""
-    if isinstance(value, dict):
-        for v in value.values():
-            _warn_external(part, v)
-    elif isinstance(value, list):
-        for v in value:
-            _warn_external(part, v)
-    elif isinstance(value, str) and value.strip() and not value.startswith(CHECKPOINT_VAR) and Path(value).exists():
-        logger.warning(
-            "the exported config of checkpoint part %r still names %s outside the checkpoint; the plugin's "
-            "export_config should copy it into its asset directory, or the checkpoint cannot be moved", part, value,
-        )
+
+    def check(text: str) -> str:
+        if text.strip() and not text.startswith(CHECKPOINT_VAR) and Path(text).exists():
+            logger.warning(
+                "the exported config of checkpoint part %r still names %s outside the checkpoint; the plugin's "
+                "export_config should copy it into its asset directory, or the checkpoint cannot be moved", part, text,
+            )
+        return text
+
+    map_strings(value, check)
 
 
 def _clean_leftovers(root: Path, keep: Path | None = None) -> None:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="official text_fusion_start_at: text layers below S, fusion layers from S (default 12)")
     parser.add_argument("--fresh", action="append", default=[], metavar="NAME",
                         help="our state-dict name or prefix ending in '.' that may lack official weights, e.g. "
-                        "mlm_head. for a fine-tuned retrieval checkpoint (repeatable; recorded as new parameters)")
+                        "heads.mlm. for a fine-tuned retrieval checkpoint (repeatable; recorded as new parameters)")
 
 
 def run(args: argparse.Namespace) -> int:

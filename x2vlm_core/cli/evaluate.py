@@ -50,6 +50,7 @@ def _parse_data(texts: list[str]) -> list[tuple[str, Any]]:
     import yaml
     from pydantic import ValidationError
 
+    from registry import validation_error
     from x2vlm_core.cli import UsageError
     from x2vlm_core.config import DataSourceSection
 
@@ -66,7 +67,7 @@ def _parse_data(texts: list[str]) -> list[tuple[str, Any]]:
         try:
             sections.append((where, DataSourceSection.model_validate(data)))
         except ValidationError as error:
-            raise UsageError(f"{where}: {error.errors()[0]['msg']} ({text!r})") from None
+            raise UsageError(f"{validation_error(error, where, 'a data section')} ({text!r})") from None
     return sections
 
 

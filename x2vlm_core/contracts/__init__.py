@@ -15,13 +15,15 @@ from x2vlm_core.contracts.encoders import (
     CHECKPOINT_VAR,
     FusionEncoder,
     FusionOutput,
+    LayerSource,
     TextEncoder,
     TextOutput,
     VideoEncoder,
     VisionEncoder,
     VisionOutput,
+    VisualMemory,
 )
-from x2vlm_core.contracts.losses import LossContext, LossModule, LossOutput, StepState
+from x2vlm_core.contracts.losses import FusionPairs, Head, LossModule, LossOutput, LossPlan, StepInputs
 from x2vlm_core.contracts.text import TokenizedText, Tokenizer
 
 __all__ = [
@@ -33,14 +35,17 @@ __all__ = [
     "DataSource",
     "FusionEncoder",
     "FusionOutput",
-    "LossContext",
+    "FusionPairs",
+    "Head",
+    "LayerSource",
     "LossModule",
     "LossOutput",
+    "LossPlan",
     "PairSample",
     "QASample",
     "Record",
     "Sample",
-    "StepState",
+    "StepInputs",
     "TextEncoder",
     "TextOutput",
     "TokenizedText",
@@ -48,4 +53,5 @@ __all__ = [
     "VideoEncoder",
     "VisionEncoder",
     "VisionOutput",
+    "VisualMemory",
 ]

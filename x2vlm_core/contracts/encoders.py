@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from x2vlm_core.contracts.text import Tokenizer
@@ -19,11 +20,13 @@ __all__ = [
     "CHECKPOINT_VAR",
     "FusionEncoder",
     "FusionOutput",
+    "LayerSource",
     "TextEncoder",
     "TextOutput",
     "VideoEncoder",
     "VisionEncoder",
     "VisionOutput",
+    "VisualMemory",
 ]
 
 
@@ -39,6 +42,42 @@ class TextOutput:
     """tokens [B, L, D]; token 0 is the [CLS] used for contrastive features."""
 
     tokens: Tensor
+
+
+@dataclass(frozen=True)
+class VisualMemory:
+    """What the fusion attends to, stored once per image/video and shared by every pair that reads it.
+
+    patches [B, N, Dv]: patch tokens of each image or video (a row of the visual bank);
+    cls [S, Dv]: token 0 of each *segment*: a visual concept (its box's patches, their mean as token 0) or a
+    whole image; image [S] long: the bank row of each segment; mask [S, N] bool: the patches it covers.
+    A fusion pair attends to one segment s: tokens cat(cls[s], patches[image[s]]), mask cat(True, mask[s]).
+    Keys/values of the patches are then projected once per image, not once per pair.
+    """
+
+    patches: Tensor
+    cls: Tensor
+    image: Tensor
+    mask: Tensor
+
+    @staticmethod
+    def whole(tokens: Tensor) -> VisualMemory:
+        """Each row of tokens [B, 1+N, Dv] (token 0 = its [CLS]) as one segment covering every patch."""
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        mask = torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool, device=tokens.device)
+        return VisualMemory(patches=tokens[:, 1:], cls=tokens[:, 0], image=rows, mask=mask)
+
+    @property
+    def size(self) -> int:
+        """Number of segments S."""
+        return int(self.cls.shape[0])
+
+    def tokens(self, segment: Tensor) -> tuple[Tensor, Tensor]:
+        """The tokens [P, 1+N, Dv] and mask [P, 1+N] of segments `segment` [P], materialised per pair."""
+        patches = self.patches.index_select(0, self.image.index_select(0, segment))
+        tokens = torch.cat((self.cls.index_select(0, segment)[:, None], patches), dim=1)
+        mask = self.mask.index_select(0, segment)
+        return tokens, torch.cat((mask.new_ones(mask.shape[0], 1), mask), dim=1)
 
 
 @dataclass(frozen=True)
@@ -103,7 +142,11 @@ class VisionEncoder(_Exportable):
 
 
 class VideoEncoder(_Exportable):
-    """frames [B, F, 3, H, W] → VisionOutput tokens [B, 1+N, D]; wraps (and shares) a VisionEncoder."""
+    """frames [B, F, 3, H, W] → VisionOutput tokens [B, 1+N, D]; wraps (and shares) a VisionEncoder.
+
+    Factory argument injected by the core: `vision` (the built vision encoder; the video module must not
+    register it as a sub-module, so its weights are stored once).
+    """
 
     pretrained_keys: frozenset[str] = frozenset()
 
@@ -112,6 +155,25 @@ class VideoEncoder(_Exportable):
 
     def forward(self, frames: Tensor) -> VisionOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+@runtime_checkable
+class LayerSource(Protocol):
+    """A text encoder whose BERT-style layers a fusion may copy (self-attention + FFN under BERT's names:
+    `attention.self.query`, `attention.output.dense`, `intermediate.dense`, `output.dense`, `*.LayerNorm`)."""
+
+    pretrained_keys: frozenset[str]
+    width: int
+
+    def transformer_layers(self) -> nn.ModuleList:
+        """The encoder's layers in order (a sub-module of the encoder, so their state-dict names are known)."""
+        ...
+
+    @property
+    def num_heads(self) -> int: ...
+
+    @property
+    def layer_norm_eps(self) -> float: ...
 
 
 class TextEncoder(_Exportable):
@@ -143,10 +205,14 @@ class TextEncoder(_Exportable):
 
 
 class FusionEncoder(_Exportable):
-    """text [B, L, D] + mask [B, L], vision [B, 1+N, Dv] + mask [B, 1+N] → FusionOutput [B, L, D].
+    """P (text, visual segment) pairs → FusionOutput tokens [P, L, D] (or [P, R, D] at `positions`).
 
-    Cross-attention: text queries, vision keys/values. `causal=True` makes the text self-attention
-    left-to-right (generation). Attribute: width (D).
+    text [P, L, D] + text_mask [P, L] bool; memory: the step's VisualMemory; segment [P] long: the segment
+    each pair attends to. Cross-attention: text queries, the segment's tokens as keys/values (under its
+    mask). positions [P, R] long: when given, only these text positions are returned (the last layer may
+    compute just them). `causal=True` makes the text self-attention left-to-right (generation).
+    Attribute: width (D). Factory arguments injected by the core: `vision_width` (Dv), `text` (the built
+    text encoder).
     """
 
     pretrained_keys: frozenset[str] = frozenset()
@@ -154,7 +220,13 @@ class FusionEncoder(_Exportable):
     width: int
 
     def forward(
-        self, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor, causal: bool = False
+        self,
+        text: Tensor,
+        text_mask: Tensor,
+        memory: VisualMemory,
+        segment: Tensor,
+        positions: Tensor | None = None,
+        causal: bool = False,
     ) -> FusionOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 

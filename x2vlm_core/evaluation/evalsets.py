@@ -59,10 +59,10 @@ def load_eval_set(section: DataSourceSection, where: str, samples: int, image_si
 @torch.no_grad()
 def encode_eval_set(model: X2VLM, data: EvalSet, batch_size: int) -> Tensor:
     """The set's visuals → model tokens [K, 1+N, Dv] (images or videos, normalised as the vision encoder expects)."""
-    device = model.temp.device
+    device = model.device
     v = model.vision
     chunks = []
     for i in range(0, data.visuals.shape[0], batch_size):
         x = normalise(data.visuals[i : i + batch_size], v.mean, v.std).to(device)
-        chunks.append(model.encode_video(x).tokens if data.video else model.encode_image(x).tokens)
+        chunks.append(model.encode_videos(x) if data.video else model.encode_images(x))
     return torch.cat(chunks)

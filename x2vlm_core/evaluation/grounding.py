@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from x2vlm_core.contracts import VisualMemory
 from x2vlm_core.evaluation.retrieval import encode_texts
 from x2vlm_core.model import X2VLM
 from x2vlm_core.model.boxes import box_iou_aligned, cxcywh_to_xyxy
@@ -36,12 +37,12 @@ def evaluate_grounding(
     device = image_tokens.device
     text, text_mask, _ = encode_texts(model, texts, batch_size)
     preds = []
+    memory = VisualMemory.whole(image_tokens)
     for i in range(0, len(texts), batch_size):
         idx = image_index[i : i + batch_size].to(device)
-        vis = image_tokens[idx]
-        full = torch.ones(vis.shape[:2], dtype=torch.bool, device=device)
-        fused = model.fuse(text[i : i + batch_size], text_mask[i : i + batch_size], vis, full)
-        preds.append(model.bbox_head(fused[:, 0]).float())
+        cls = model.fuse(text[i : i + batch_size], text_mask[i : i + batch_size], memory, idx,
+                         positions=torch.zeros_like(idx)[:, None])[:, 0]
+        preds.append(model.heads.bbox(cls).float())
     pred = torch.cat(preds) if preds else boxes.new_zeros((0, 4))
     iou = box_iou_aligned(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(boxes.to(device).float()))
     return GroundingMetrics(

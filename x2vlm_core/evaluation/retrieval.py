@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from x2vlm_core.contracts import VisualMemory
 from x2vlm_core.model import X2VLM
 
 __all__ = ["RetrievalMetrics", "encode_texts", "evaluate_retrieval", "recall_at"]
@@ -50,14 +51,10 @@ def recall_at(scores: Tensor, positives: Tensor, ks: Sequence[int] = _KS) -> dic
 def encode_texts(model: X2VLM, texts: Sequence[str], batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """texts → (fusion-width tokens [T, L, Df], mask [T, L], features [T, E]); padded to one length."""
     tok = model.tokenizer(list(texts), model.max_text_len)
-    device = model.temp.device
+    device = model.device
     ids, mask = tok.ids.to(device), tok.mask.to(device)
-    tokens, feats = [], []
-    for i in range(0, len(texts), batch_size):
-        raw = model.text_tokens(ids[i : i + batch_size], mask[i : i + batch_size])
-        tokens.append(model.text_to_fusion(raw))
-        feats.append(model.text_features(raw))
-    return torch.cat(tokens), mask, torch.cat(feats)
+    encoded = [model.encode_text(ids[i : i + batch_size], mask[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    return torch.cat([e.tokens for e in encoded]), mask, torch.cat([e.features for e in encoded])
 
 
 @torch.no_grad()
@@ -66,11 +63,11 @@ def _itm_scores(
 ) -> Tensor:
     """Log match probability for pairs [P, 2] = (text row, visual row) → [P]."""
     out = []
-    full = torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
+    memory = VisualMemory.whole(visual)
     for i in range(0, pairs.shape[0], batch_size):
         t, v = pairs[i : i + batch_size, 0], pairs[i : i + batch_size, 1]
-        fused = model.fuse(text[t], text_mask[t], visual[v], full[v])
-        out.append(model.itm_logits(fused).float().log_softmax(-1)[:, 1])
+        cls = model.fuse(text[t], text_mask[t], memory, v, positions=torch.zeros_like(t)[:, None])[:, 0]
+        out.append(model.heads.itm(cls).float().log_softmax(-1)[:, 1])
     return torch.cat(out) if out else text.new_zeros(0)
 
 
@@ -99,10 +96,10 @@ def evaluate_retrieval(
     device = visual_tokens.device
     text, text_mask, text_feat = encode_texts(model, texts, batch_size)
     image_feat = torch.cat(
-        [model.image_features(visual_tokens[i : i + batch_size]) for i in range(0, visual_tokens.shape[0], batch_size)]
+        [model.heads.image_features(visual_tokens[i : i + batch_size]) for i in range(0, visual_tokens.shape[0], batch_size)]
     )
     sim_t2i = text_feat @ image_feat.T  # [T, V]
-    tau = float(model.temperature)
+    tau = float(model.heads.temperature)
     positives = text_to_visual.to(device)[:, None] == torch.arange(visual_tokens.shape[0], device=device)[None]
     k_t = min(k, sim_t2i.shape[1])
     k_i = min(k, sim_t2i.shape[0])

@@ -1,5 +1,8 @@
-"""The X²-VLM nn.Modules: the model, its heads, visual concepts, boxes, distributed gather, precision."""
+"""The X²-VLM nn.Modules: the model, its heads, the training step, visual concepts, boxes, distributed gather,
+precision. `x2vlm_core.model.factory` (imported on its own) builds them from config."""
 
-from x2vlm_core.model.x2vlm import X2VLM, BboxHead, MlmHead, ModelOutput, build_losses, build_modules
+from x2vlm_core.model.heads import BboxHead, Heads, HeadSizes, MlmHead
+from x2vlm_core.model.step import ModelOutput, TrainingStep
+from x2vlm_core.model.x2vlm import PARTS, X2VLM, TextEncoding
 
-__all__ = ["X2VLM", "BboxHead", "MlmHead", "ModelOutput", "build_losses", "build_modules"]
+__all__ = ["PARTS", "X2VLM", "BboxHead", "HeadSizes", "Heads", "MlmHead", "ModelOutput", "TextEncoding", "TrainingStep"]

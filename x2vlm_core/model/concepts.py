@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["concept_tokens", "patch_mask"]
+from x2vlm_core.contracts.encoders import VisualMemory
+
+__all__ = ["concept_memory", "concept_tokens", "patch_mask"]
 
 # Box edges within this fraction of a patch of a grid line count as on the line: boxes converted
 # from pixels or between formats land a few ulps off borders, which must not grab an extra column.
@@ -72,3 +74,32 @@ def concept_tokens(tokens: Tensor, index: Tensor, mask: Tensor) -> tuple[Tensor,
     out = torch.cat((cls[:, None], patches), dim=1)
     attn = torch.cat((mask.new_ones((mask.shape[0], 1)), mask), dim=1)
     return out, attn
+
+
+def concept_memory(bank: Tensor, source: Tensor, boxes: Tensor, grid: tuple[int, int]) -> VisualMemory:
+    """The visual memory of a step: bank [B, 1+N, D], boxes [M, 4] (cx, cy, w, h) on bank rows source [M].
+
+    Segments [0, M): the concepts (mask = the patches their box overlaps, [CLS] = the mean of those
+    patches); segments [M, M + B): every bank row whole ([CLS] = its token 0, every patch). The patch
+    tokens are stored once per bank row, not once per concept.
+    """
+    if bank.dim() != 3:
+        raise ValueError(f"concept_memory: bank must be [B, 1+N, D], got {tuple(bank.shape)}")
+    patches = bank[:, 1:]
+    mask = patch_mask(boxes, grid)
+    if mask.shape[1] != patches.shape[1] or source.shape != mask.shape[:1]:
+        raise ValueError(
+            f"concept_memory: grid {grid} and boxes {tuple(boxes.shape)} do not fit bank {tuple(bank.shape)} "
+            f"with source {tuple(source.shape)}"
+        )
+    # Mean of the selected patches as a masked matmul; clamp guards an (invalid) all-False mask.
+    weights = mask.to(patches.dtype) / mask.sum(-1, keepdim=True).clamp_min(1).to(patches.dtype)
+    cls = torch.einsum("mn,mnd->md", weights, patches.index_select(0, source))
+    rows = torch.arange(bank.shape[0], device=bank.device)
+    whole = torch.ones(bank.shape[0], patches.shape[1], dtype=torch.bool, device=bank.device)
+    return VisualMemory(
+        patches=patches,
+        cls=torch.cat((cls, bank[:, 0])),
+        image=torch.cat((source, rows)),
+        mask=torch.cat((mask, whole)),
+    )

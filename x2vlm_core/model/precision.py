@@ -24,7 +24,7 @@ class AutocastLayerNorm(nn.LayerNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         device = x.device.type
-        if not torch.is_autocast_enabled(device):
+        if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         dtype = torch.get_autocast_dtype(device)
         weight = None if self.weight is None else self.weight.to(dtype)

@@ -1,6 +1,6 @@
 """Fine-tuning a (re-assembled) checkpoint on retrieval, with per-language evaluation.
 
-X²-VLM's retrieval recipe (FACTS.md, "Fine-tuning recipes"): contrastive + matching losses, ITC top-k
+X²-VLM's retrieval recipe (docs/recipes.md, "Fine-tuning recipes"): contrastive + matching losses, ITC top-k
 then ITM re-rank at test time. The multilingual setting (Multi30K, multilingual COCO) fine-tunes a
 re-assembled model directly and reports, per language, the mean of R@1/5/10 in both directions.
 
@@ -37,7 +37,7 @@ from x2vlm_core.config import (
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.evaluation.report import format_table
 from x2vlm_core.evaluation.runner import evaluate_languages
-from x2vlm_core.model import X2VLM, build_losses
+from x2vlm_core.model import X2VLM
 from x2vlm_core.training.loop import TrainResult, fit
 
 __all__ = ["TASKS", "FinetuneConfig", "FinetuneEvalConfig", "Task", "finetune", "finetune_config_from", "load_finetune_config"]
@@ -52,7 +52,7 @@ Task = Literal["retrieval"]
 TASKS: tuple[str, ...] = get_args(Task)
 
 
-# The objectives each task trains (FACTS.md: retrieval = L_cl + L_match).
+# The objectives each task trains (docs/recipes.md: retrieval = contrastive + matching).
 _TASK_LOSSES: dict[str, frozenset[str]] = {"retrieval": frozenset({"contrastive", "matching"})}
 
 
@@ -100,7 +100,7 @@ def finetune_config_from(
     names = {s.plugin for s in cfg.losses}
     if names != wanted:
         raise ConfigError("losses", f"{task} fine-tuning trains exactly {', '.join(sorted(wanted))} "
-                          f"(FACTS.md); got {', '.join(sorted(names))}", file=file, has_value=False)
+                          f"(docs/recipes.md); got {', '.join(sorted(names))}", file=file, has_value=False)
     if cfg.train.tokenizer is not None:
         raise ConfigError("train.tokenizer", "fine-tuning uses the checkpoint's tokenizer; remove train.tokenizer",
                           file=file, has_value=False)
@@ -156,8 +156,7 @@ def finetune(
     built: list[X2VLM] = []
 
     def build() -> tuple[X2VLM, set[str]]:
-        loaded = load_model(path, registry)
-        model = loaded.model.with_losses(build_losses(run_cfg.losses, registry))
+        model = load_model(path, registry).model
         model.train()
         built.append(model)
         return model, new

@@ -1,6 +1,6 @@
 """Pretraining with Lightning Fabric: the mixed multi-grained batch, four losses, checkpoints, exact resume.
 
-The recipe (FACTS.md): AdamW (betas 0.9/0.98, wd 0.01, none on norms/biases), lr × 2 for new parameters,
+The recipe (docs/recipes.md): AdamW (betas 0.9/0.98, wd 0.01, none on norms/biases), lr × 2 for new parameters,
 linear warm-up then linear decay, grad-norm clip 1.0, losses summed with config weights.
 
 Exact resume: every step draws its randomness (dropout, MLM masking, hard negatives) from generators
@@ -40,6 +40,7 @@ from x2vlm_core.config import RunConfig, dump_config
 from x2vlm_core.contracts import Batch, DataSource
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_losses, build_step
 from x2vlm_core.training.history import append_history, plot_history, truncate_history, write_history_csv
 from x2vlm_core.training.optim import build_optimizer, build_scheduler
 from x2vlm_core.training.progress import Progress
@@ -185,9 +186,10 @@ def fit(
         torch.set_float32_matmul_precision("high")  # the few float32 products (logits) may use TF32
     if t.compile:
         model.compile_encoders()
+    step_module = build_step(model, build_losses(cfg.losses, registry))
     optimizer = build_optimizer(model, t, new, fused=fabric.device.type == "cuda")
     scheduler = build_scheduler(optimizer, t.warmup_steps, t.steps)
-    wrapped, optimizer = fabric.setup(model, optimizer)
+    wrapped, optimizer = fabric.setup(step_module, optimizer)
     if state is not None:
         # After setup: the optimizer state then lands on the parameters' (possibly moved) device.
         optimizer.load_state_dict(state.optimizer)
@@ -207,12 +209,12 @@ def fit(
         # Lines after the checkpoint (and a line torn by a kill) belong to the abandoned future: drop them.
         truncate_history(history_path, start)
         writer = _tensorboard(run_dir / "tensorboard", start)
-    loss_names = ["loss", *model.loss_weights]
+    loss_names = ["loss", *step_module.loss_weights]
     bar = Progress(t.steps, start, progress and main)
     last: dict[str, float] = {}
     window: dict[str, Tensor] = {}
     window_steps, pairs, t_log = 0, 0, time.perf_counter()
-    model.train()
+    step_module.train()
     for step in range(start + 1, t.steps + 1):
         seed_step(t.seed, rank, step)
         for micro in range(t.accumulate):

@@ -1,7 +1,7 @@
 """AdamW parameter groups (decay / no decay × pretrained / new) and the warm-up + linear-decay schedule.
 
 X²-VLM trains with AdamW (betas 0.9/0.98, wd 0.01), linear warm-up then linear decay to 0, and gives
-freshly initialised parameters lr × 2 (FACTS.md, "Training"); this module builds exactly that.
+freshly initialised parameters lr × 2 (docs/recipes.md, "Pretraining"); this module builds exactly that.
 """
 
 from __future__ import annotations

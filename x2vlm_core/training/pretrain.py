@@ -6,6 +6,7 @@ from registry import PluginRegistry
 from x2vlm_core.config import RunConfig
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_model
 from x2vlm_core.training.loop import TrainResult, fit
 
 __all__ = ["pretrain"]
@@ -22,7 +23,7 @@ def pretrain(
     registry = registry or default_registry()
 
     def build() -> tuple[X2VLM, set[str]]:
-        model = X2VLM.from_config(cfg.model, cfg.losses, registry)
+        model = build_model(cfg.model, registry)
         return model, {n for n, _ in model.named_parameters()} - model.pretrained_parameter_names()
 
     return fit(cfg, build, op="pretrain", resume=resume, registry=registry, progress=progress, evaluate=evaluate)

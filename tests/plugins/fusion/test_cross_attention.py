@@ -15,6 +15,7 @@ from plugins.fusion.cross_attention import CrossAttentionFusion, CrossAttentionF
 from plugins.text.bert import BertText, BertTextConfig
 from registry import ConfigError
 from x2vlm_core.checkpoint.weights import load_state_strict
+from x2vlm_core.contracts import VisualMemory
 from x2vlm_core.data.tokenizer import train_tokenizer
 
 WIDTH, HEADS, VISION = 32, 4, 24
@@ -78,6 +79,14 @@ def _brute_fusion(model: CrossAttentionFusion, text: Tensor, text_mask: Tensor, 
     return torch.cat(rows)
 
 
+def _fuse(model: CrossAttentionFusion, text: Tensor, text_mask: Tensor, vision: Tensor, vision_mask: Tensor,
+          causal: bool = False, positions: Tensor | None = None) -> Tensor:
+    """Each pair with its own visual tokens [P, 1+N, Dv] (token 0 its [CLS], always attended)."""
+    rows = torch.arange(vision.shape[0])
+    memory = VisualMemory(patches=vision[:, 1:], cls=vision[:, 0], image=rows, mask=vision_mask[:, 1:])
+    return model(text, text_mask, memory, rows, positions=positions, causal=causal).tokens
+
+
 def test_config_rejects_unknown_and_bad_shapes() -> None:
     with pytest.raises(ValidationError, match="extra"):
         CrossAttentionFusionConfig(layers=1, colour="red")
@@ -93,10 +102,37 @@ def test_matches_brute_force_reference(bert: BertText, causal: bool) -> None:
     model = CrossAttentionFusion(_config(), VISION, bert).eval()
     text, text_mask, vision, vision_mask = _inputs()
     with torch.no_grad():
-        out = model(text, text_mask, vision, vision_mask, causal=causal).tokens
+        out = _fuse(model, text, text_mask, vision, vision_mask, causal=causal)
         ref = _brute_fusion(model, text, text_mask, vision, vision_mask, causal)
     assert out.shape == (3, 7, WIDTH)
     torch.testing.assert_close(out[text_mask], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_segments_share_patches_and_read_positions_only(bert: BertText, causal: bool) -> None:
+    """Pairs reading segments of a shared memory (patches stored once per image) equal the same pairs with
+    their tokens materialised per pair; `positions` returns exactly those rows of the full output."""
+    torch.manual_seed(0)
+    model = CrossAttentionFusion(_config(), VISION, bert).eval()
+    g = torch.Generator().manual_seed(1)
+    patches = torch.randn(2, 4, VISION, generator=g)  # 2 images of 4 patches
+    memory = VisualMemory(patches=patches, cls=torch.randn(3, VISION, generator=g), image=torch.tensor([1, 0, 1]),
+                          mask=torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 1, 1]], dtype=torch.bool))
+    segment = torch.tensor([2, 0, 0, 1, 2])  # 5 pairs, segments reused
+    text = torch.randn(5, 6, WIDTH, generator=g)
+    text_mask = torch.ones(5, 6, dtype=torch.bool)
+    text_mask[3, 4:] = False
+    tokens, mask = memory.tokens(segment)
+    rows = torch.arange(5)
+    per_pair = VisualMemory(patches=tokens[:, 1:], cls=tokens[:, 0], image=rows, mask=mask[:, 1:])
+    positions = torch.tensor([[0, 3], [5, 0], [1, 1], [2, 0], [4, 5]])
+    with torch.no_grad():
+        shared = model(text, text_mask, memory, segment, causal=causal).tokens
+        materialised = model(text, text_mask, per_pair, rows, causal=causal).tokens
+        read = model(text, text_mask, memory, segment, positions=positions, causal=causal).tokens
+    torch.testing.assert_close(shared, materialised, atol=1e-6, rtol=1e-6)
+    assert read.shape == (5, 2, WIDTH)
+    torch.testing.assert_close(read, shared.gather(1, positions[:, :, None].expand(-1, -1, WIDTH)), atol=1e-6, rtol=1e-6)
 
 
 def test_causal_later_tokens_do_not_change_earlier_outputs(bert: BertText) -> None:
@@ -105,10 +141,10 @@ def test_causal_later_tokens_do_not_change_earlier_outputs(bert: BertText) -> No
     changed = text.clone()
     changed[:, 4:] = torch.randn_like(changed[:, 4:])
     with torch.no_grad():
-        a = model(text, text_mask, vision, vision_mask, causal=True).tokens
-        b = model(changed, text_mask, vision, vision_mask, causal=True).tokens
-        c = model(changed, text_mask, vision, vision_mask, causal=False).tokens
-        d = model(text, text_mask, vision, vision_mask, causal=False).tokens
+        a = _fuse(model, text, text_mask, vision, vision_mask, causal=True)
+        b = _fuse(model, changed, text_mask, vision, vision_mask, causal=True)
+        c = _fuse(model, changed, text_mask, vision, vision_mask, causal=False)
+        d = _fuse(model, text, text_mask, vision, vision_mask, causal=False)
     torch.testing.assert_close(a[:, :4], b[:, :4])
     assert not torch.allclose(a[:, 4:], b[:, 4:])
     # Bidirectional mode does see the later tokens (row 0 has all 7 real).
@@ -122,10 +158,10 @@ def test_padding_does_not_leak_and_fully_masked_rows_are_finite(bert: BertText) 
     noisy_text[~text_mask] = 100.0
     noisy_vision[~vision_mask] = -100.0
     text_mask[2] = False  # a sample with no text at all
-    vision_mask[1] = False  # a sample with no visible vision token
+    vision_mask[1, 1:] = False  # a sample that sees no patch, only its [CLS]
     with torch.no_grad():
-        out = model(text, text_mask, vision, vision_mask).tokens
-        noisy = model(noisy_text, text_mask, noisy_vision, vision_mask).tokens
+        out = _fuse(model, text, text_mask, vision, vision_mask)
+        noisy = _fuse(model, noisy_text, text_mask, noisy_vision, vision_mask)
     assert torch.isfinite(out).all() and torch.isfinite(noisy).all()
     torch.testing.assert_close(out[0], noisy[0])  # sample 0: padded vision values never attended
 
@@ -135,7 +171,7 @@ def test_gradients_flow_to_text_and_vision(bert: BertText) -> None:
     text, text_mask, vision, vision_mask = _inputs()
     text.requires_grad_(True)
     vision.requires_grad_(True)
-    model(text, text_mask, vision, vision_mask).tokens[text_mask].sum().backward()
+    _fuse(model, text, text_mask, vision, vision_mask)[text_mask].sum().backward()
     assert text.grad is not None and vision.grad is not None
     assert vision.grad[~vision_mask].abs().max() == 0  # padded vision tokens receive nothing
     assert vision.grad[vision_mask].abs().max() > 0
@@ -143,21 +179,22 @@ def test_gradients_flow_to_text_and_vision(bert: BertText) -> None:
 
 def test_init_from_text_copies_bert_layers_exactly(bert: BertText) -> None:
     with torch.no_grad():  # non-trivial LayerNorm/bias values, so a wrong copy cannot pass by accident
-        for p in bert.hf_layers()[2].parameters():
+        for p in bert.transformer_layers()[2].parameters():
             p.add_(0.1 * torch.randn_like(p))
     model = CrossAttentionFusion(_config(init_from_text=[2, 0]), VISION, bert).eval()
     for target, source in ((0, 2), (1, 0)):
-        theirs = bert.hf_layers()[source].state_dict()
+        theirs = bert.transformer_layers()[source].state_dict()
         ours = model.layer[target].state_dict()
         assert set(theirs) < set(ours)
         for key, value in theirs.items():
             torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
     # Same computation as transformers' BertLayer: its self-attention block and its FFN block.
-    layer, hf_layer = model.layer[0], bert.hf_layers()[2].eval()
+    layer, hf_layer = model.layer[0], bert.transformer_layers()[2].eval()
     text, text_mask, _, _ = _inputs()
     mask4d = torch.zeros(3, 1, 1, 7).masked_fill(~text_mask[:, None, None, :], torch.finfo(torch.float32).min)
     with torch.no_grad():
-        ours_att = layer.attention(text, text, text_mask[:, None, :].expand(-1, 7, -1))
+        proj = layer.attention.self
+        ours_att = layer.attention.attend(text, proj.key(text), proj.value(text), text_mask[:, None, :].expand(-1, 7, -1))
         theirs_att = hf_layer.attention(text, attention_mask=mask4d)
         theirs_att = theirs_att[0] if isinstance(theirs_att, tuple) else theirs_att
         ours_ffn = layer.output(layer.intermediate(ours_att), ours_att)
@@ -199,8 +236,8 @@ def test_strict_round_trip(bert: BertText, tmp_path: Path) -> None:
     assert report.loaded == frozenset(model.state_dict())
     text, text_mask, vision, vision_mask = _inputs()
     with torch.no_grad():
-        torch.testing.assert_close(other(text, text_mask, vision, vision_mask).tokens,
-                                   model(text, text_mask, vision, vision_mask).tokens, rtol=0, atol=0)
+        torch.testing.assert_close(_fuse(other, text, text_mask, vision, vision_mask),
+                                   _fuse(model, text, text_mask, vision, vision_mask), rtol=0, atol=0)
     assert "layer.1.crossattention.self.key.weight" in model.state_dict()
     assert model.state_dict()["layer.1.crossattention.self.key.weight"].shape == (WIDTH, VISION)
 
@@ -213,7 +250,7 @@ def test_init_from_xlmr_layers(tmp_path: Path) -> None:
                                    max_positions=16))
     model = CrossAttentionFusion(_config(layer_norm_eps=1e-5, init_from_text=[1, 1]), VISION, xlmr)
     for target in (0, 1):
-        for key, value in xlmr.hf_layers()[1].state_dict().items():
+        for key, value in xlmr.transformer_layers()[1].state_dict().items():
             torch.testing.assert_close(model.layer[target].state_dict()[key], value, rtol=0, atol=0)
 
 

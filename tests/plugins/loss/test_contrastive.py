@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -14,11 +13,13 @@ from pydantic import ValidationError
 from plugins.loss import contrastive
 from plugins.loss.contrastive import ContrastiveLoss, ContrastiveLossConfig, contrastive_terms
 from registry import PluginRegistry
-from x2vlm_core.contracts import LossModule, StepState
+from tests.plugins.loss.conftest import with_features
+from x2vlm_core.contracts import LossModule, LossPlan, StepInputs
 from x2vlm_core.contracts.factories import KINDS
 
-if TYPE_CHECKING:
-    from tests.plugins.loss.conftest import FakeContext
+
+def _run(inputs: StepInputs):  # type: ignore[no-untyped-def]
+    return ContrastiveLoss(ContrastiveLossConfig())(inputs, LossPlan(), None)
 
 
 def _loop_reference(
@@ -48,12 +49,12 @@ def test_config_rejects_unknown_keys_and_registry_builds_it() -> None:
 
 
 def test_multiple_positives_match_loop_reference(
-    fake_model: FakeContext, make_state: Callable[..., StepState]
+    make_inputs: Callable[..., StepInputs]
 ) -> None:
     vid = [0, 0, 1, 2, 3, 3, 4, 5]  # two images shared by two pairs each
     tid = [10, 11, 12, 12, 13, 14, 15, 16]  # one caption shared by rows of different images
-    state = make_state(fake_model, n_image=3, n_box=4, n_video=1, visual_id=vid, text_id=tid)
-    out = ContrastiveLoss(ContrastiveLossConfig())(fake_model, state)
+    state = make_inputs(n_image=3, n_box=4, n_video=1, visual_id=vid, text_id=tid)
+    out = _run(state)
     expected = _loop_reference(state.image_feat.detach(), state.text_feat.detach(), vid, tid, 0.07)
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     out.loss.backward()
@@ -62,36 +63,36 @@ def test_multiple_positives_match_loop_reference(
     assert out.logs["temperature"].item() == pytest.approx(0.07)
 
 
-def test_unique_ids_equal_clip_loss(fake_model: FakeContext, make_state: Callable[..., StepState]) -> None:
-    state = make_state(fake_model)
-    out = ContrastiveLoss(ContrastiveLossConfig())(fake_model, state)
+def test_unique_ids_equal_clip_loss(make_inputs: Callable[..., StepInputs]) -> None:
+    state = make_inputs()
+    out = _run(state)
     logits = state.image_feat @ state.text_feat.t() / 0.07
     labels = torch.arange(logits.shape[0])
     clip = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
     torch.testing.assert_close(out.loss, clip)
 
 
-def test_accuracy_counts_any_positive(fake_model: FakeContext, make_state: Callable[..., StepState]) -> None:
+def test_accuracy_counts_any_positive(make_inputs: Callable[..., StepInputs]) -> None:
     vid = [0, 0, 1, 2, 3, 4, 5, 6]
-    state = make_state(fake_model, visual_id=vid)
+    state = make_inputs(visual_id=vid)
     feats = F.normalize(torch.randn(8, 6), dim=-1)
     feats[1] = feats[0]  # rows 0 and 1 share an image: either column counts as a hit
-    perfect = StepState(**{**state.__dict__, "image_feat": feats, "text_feat": feats.clone()})
-    out = ContrastiveLoss(ContrastiveLossConfig())(fake_model, perfect)
+    perfect = with_features(state, feats, feats.clone())
+    out = _run(perfect)
     assert out.logs["i2t_acc"].item() == 1.0 and out.logs["t2i_acc"].item() == 1.0
-    swapped = StepState(**{**perfect.__dict__, "text_feat": feats.roll(3, dims=0)})
-    assert ContrastiveLoss(ContrastiveLossConfig())(fake_model, swapped).logs["i2t_acc"].item() < 0.5
+    swapped = with_features(perfect, feats, feats.roll(3, dims=0))
+    assert _run(swapped).logs["i2t_acc"].item() < 0.5
 
 
 def test_two_rank_gather_equals_single_process_on_local_rows(
-    fake_model: FakeContext, make_state: Callable[..., StepState], monkeypatch: pytest.MonkeyPatch
+    make_inputs: Callable[..., StepInputs], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Rank 0's block (fixed, no grad) and this process = rank 1; ids overlap across ranks.
     other_img = F.normalize(torch.randn(5, 6), dim=-1)
     other_txt = F.normalize(torch.randn(5, 6), dim=-1)
     other_vid = torch.tensor([0, 1, 50, 51, 52])
     other_tid = torch.tensor([200, 201, 102, 203, 204])
-    local = make_state(fake_model, n_image=3, n_box=3, n_video=0)  # visual_id 0..5, text_id 100..105
+    local = make_inputs(n_image=3, n_box=3, n_video=0)  # visual_id 0..5, text_id 100..105
     blocks = [
         (local.image_feat, other_img),
         (local.text_feat, other_txt),
@@ -105,9 +106,10 @@ def test_two_rank_gather_equals_single_process_on_local_rows(
                 return torch.cat((theirs, x))
         raise AssertionError("gather called on an unexpected tensor")
 
-    monkeypatch.setattr(fake_model, "gather", gather)
-    monkeypatch.setattr(fake_model, "rank_offset", lambda n: 5)
-    out = ContrastiveLoss(ContrastiveLossConfig())(fake_model, local)
+    monkeypatch.setattr(contrastive, "gather_rows", gather)
+    # Two ranks of 5 and 6 rows: this rank divides its sum by (5 + 6) / 2, so that DDP's average is the mean.
+    monkeypatch.setattr(contrastive, "shared_denominator", lambda count: (count + 5.0) / 2)
+    out = _run(local)
     out.loss.backward()
 
     # Single process on the concatenated batch; its per-row terms restricted to this rank's rows.
@@ -119,7 +121,7 @@ def test_two_rank_gather_equals_single_process_on_local_rows(
     positives = (vid_all[:, None] == vid_all[None]) | (tid_all[:, None] == tid_all[None])
     terms = contrastive_terms(img_all, txt_all, img_all, txt_all, positives, torch.tensor(0.07))
     rows = slice(5, 11)
-    expected = 0.5 * (terms.i2t[rows].mean() + terms.t2i[rows].mean())
+    expected = 0.5 * (terms.i2t[rows].sum() + terms.t2i[rows].sum()) / 5.5
     torch.testing.assert_close(out.loss, expected)
     expected.backward()
     # Gradients reach the local features through both the local rows and the local gathered columns.
@@ -131,23 +133,22 @@ def test_two_rank_gather_equals_single_process_on_local_rows(
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_features_stay_finite(
-    fake_model: FakeContext, make_state: Callable[..., StepState], dtype: torch.dtype
+    make_inputs: Callable[..., StepInputs], dtype: torch.dtype
 ) -> None:
-    state = make_state(fake_model, dtype=dtype)
-    state = StepState(**{**state.__dict__, "temperature": torch.tensor(0.001)})  # clamp floor: big logits
-    out = ContrastiveLoss(ContrastiveLossConfig())(fake_model, state)
+    state = make_inputs(dtype=dtype, temperature=0.001)  # clamp floor: big logits
+    out = _run(state)
     assert bool(torch.isfinite(out.loss))
     out.loss.backward()
     assert state.image_feat.grad is not None and bool(torch.isfinite(state.image_feat.grad).all())
 
 
 def test_forward_has_no_host_device_sync(
-    fake_model: FakeContext, make_state: Callable[..., StepState], no_host_sync: Callable[[], object]
+    make_inputs: Callable[..., StepInputs], no_host_sync: Callable[[], object]
 ) -> None:
-    state = make_state(fake_model, visual_id=[0, 0, 1, 2, 3, 4, 5, 6])
+    state = make_inputs(visual_id=[0, 0, 1, 2, 3, 4, 5, 6])
     with no_host_sync():  # type: ignore[attr-defined]
         with pytest.raises(AssertionError, match="sync"):
             torch.ones(1).item()  # the guard itself works
-        out = ContrastiveLoss(ContrastiveLossConfig())(fake_model, state)
+        out = _run(state)
         out.loss.backward()
     assert bool(torch.isfinite(out.loss))

@@ -1,9 +1,8 @@
-"""Matching loss: hard-negative sampling, one fusion call, loop reference, no NaN in corner cases."""
+"""Matching loss: hard-negative sampling, the pairs it asks for, per-pair reference, no NaN in corner cases."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -13,15 +12,18 @@ from pydantic import ValidationError
 from plugins.loss import matching
 from plugins.loss.matching import MatchingLoss, MatchingLossConfig, sample_hard_negatives
 from registry import PluginRegistry
-from x2vlm_core.contracts import StepState
+from x2vlm_core.contracts import LossPlan, StepInputs
 from x2vlm_core.contracts.factories import KINDS
-
-if TYPE_CHECKING:
-    from tests.plugins.loss.conftest import FakeContext
 
 
 def _loss() -> MatchingLoss:
     return MatchingLoss(MatchingLossConfig())
+
+
+def _fused(inputs: StepInputs, seed: int = 0) -> torch.Tensor:
+    """Stand-in ITM logits [3M, 1, 2] for the loss's pairs (the fusion itself is tested elsewhere)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((3 * inputs.batch.size, 1, 2), generator=g).requires_grad_(True)
 
 
 def test_config_rejects_unknown_keys_and_registry_builds_it() -> None:
@@ -56,58 +58,36 @@ def test_sampling_follows_softmax_without_positives() -> None:
         torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
 
 
-def test_one_fusion_call_with_positives_then_negatives(
-    fake_model: FakeContext, make_state: Callable[..., StepState]
+def test_pairs_are_positives_then_hard_negative_texts_then_hard_negative_concepts(
+    make_inputs: Callable[..., StepInputs]
 ) -> None:
-    state = make_state(fake_model, visual_id=[0, 1, 1, 2, 3, 4, 5, 6])
+    inputs = make_inputs(visual_id=[0, 1, 1, 2, 3, 4, 5, 6])
     torch.manual_seed(3)
-    out = _loss()(fake_model, state)
+    pairs = _loss().pairs(inputs, LossPlan())
     torch.manual_seed(3)
-    neg = sample_hard_negatives(
-        state.image_feat, state.text_feat, state.batch.visual_id, state.batch.text_id, state.temperature
-    )
-    assert len(fake_model.fuse_calls) == 1
-    text, text_mask, vision, vision_mask = fake_model.fuse_calls[0]
-    m = state.batch.size
-    assert text.shape[0] == vision.shape[0] == 3 * m
-    torch.testing.assert_close(text[:m], state.text)
-    torch.testing.assert_close(text[m : 2 * m], state.text[neg.text_for_concept])
-    torch.testing.assert_close(vision[m : 2 * m], state.visual)
-    torch.testing.assert_close(vision[2 * m :], state.visual[neg.concept_for_text])
-    assert torch.equal(vision_mask[2 * m :], state.visual_mask[neg.concept_for_text])
-    assert torch.equal(text_mask[m : 2 * m], state.batch.text.mask[neg.text_for_concept])
+    b = inputs.batch
+    neg = sample_hard_negatives(inputs.image_feat, inputs.text_feat, b.visual_id, b.text_id, inputs.temperature)
+    m = b.size
+    rows = torch.arange(m)
+    assert pairs.head == "itm" and pairs.positions is None
+    assert torch.equal(pairs.text, torch.cat((rows, neg.text_for_concept, rows)))
+    assert torch.equal(pairs.segment, torch.cat((rows, rows, neg.concept_for_text)))  # segments [0, M) = concepts
     # Rows 1 and 2 share an image: neither may be the other's negative.
     assert int(neg.text_for_concept[1]) != 2 and int(neg.text_for_concept[2]) != 1
-    assert bool(torch.isfinite(out.loss)) and 0.0 <= out.logs["acc"].item() <= 1.0
 
 
-def test_loss_matches_per_pair_loop(fake_model: FakeContext, make_state: Callable[..., StepState]) -> None:
-    state = make_state(fake_model)
-    torch.manual_seed(7)
-    out = _loss()(fake_model, state)
-    torch.manual_seed(7)
-    neg = sample_hard_negatives(
-        state.image_feat, state.text_feat, state.batch.visual_id, state.batch.text_id, state.temperature
-    )
-    m, mask = state.batch.size, state.batch.text.mask
-    pairs = [(i, i, 1) for i in range(m)]
-    pairs += [(i, int(neg.text_for_concept[i]), 0) for i in range(m)]
-    pairs += [(int(neg.concept_for_text[j]), j, 0) for j in range(m)]
-    losses = []
-    with torch.no_grad():
-        for concept, text, label in pairs:
-            fused = fake_model.fuse(
-                state.text[text : text + 1],
-                mask[text : text + 1],
-                state.visual[concept : concept + 1],
-                state.visual_mask[concept : concept + 1],
-            )
-            logits = fake_model.itm_head(fused[0, 0])
-            losses.append(float(F.cross_entropy(logits[None], torch.tensor([label]))))
-    assert out.loss.item() == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+def test_loss_matches_per_pair_cross_entropy(make_inputs: Callable[..., StepInputs]) -> None:
+    inputs = make_inputs()
+    fused = _fused(inputs)
+    out = _loss()(inputs, LossPlan(), fused)
+    m = inputs.batch.size
+    labels = [1] * m + [0] * (2 * m)
+    per_pair = [float(F.cross_entropy(fused[i, 0][None], torch.tensor([labels[i]]))) for i in range(3 * m)]
+    assert out.loss.item() == pytest.approx(sum(per_pair) / len(per_pair), rel=1e-5)
     out.loss.backward()
-    assert fake_model.itm_head.weight.grad is not None
-    assert state.image_feat.grad is None  # sampling similarities carry no gradient
+    assert fused.grad is not None
+    acc = sum(int(fused[i, 0].argmax()) == labels[i] for i in range(3 * m)) / (3 * m)
+    assert out.logs["acc"].item() == pytest.approx(acc)
 
 
 @pytest.mark.parametrize(
@@ -120,53 +100,54 @@ def test_loss_matches_per_pair_loop(fake_model: FakeContext, make_state: Callabl
     ],
 )
 def test_rows_without_negatives_are_dropped_not_nan(
-    fake_model: FakeContext, make_state: Callable[..., StepState], kwargs: dict[str, object], live_rows: int
+    make_inputs: Callable[..., StepInputs], kwargs: dict[str, object], live_rows: int
 ) -> None:
-    state = make_state(fake_model, **kwargs)
+    inputs = make_inputs(**kwargs)
     torch.manual_seed(0)
-    out = _loss()(fake_model, state)
+    pairs = _loss().pairs(inputs, LossPlan())
     torch.manual_seed(0)
-    neg = sample_hard_negatives(
-        state.image_feat, state.text_feat, state.batch.visual_id, state.batch.text_id, state.temperature
-    )
-    assert state.batch.size + int(neg.text_valid.sum() + neg.concept_valid.sum()) == live_rows
+    b = inputs.batch
+    neg = sample_hard_negatives(inputs.image_feat, inputs.text_feat, b.visual_id, b.text_id, inputs.temperature)
+    assert b.size + int(neg.text_valid.sum() + neg.concept_valid.sum()) == live_rows
+    fused = _fused(inputs)
+    out = _loss()(inputs, LossPlan(), fused)
     assert bool(torch.isfinite(out.loss))
     out.loss.backward()
-    assert all(bool(torch.isfinite(p.grad).all()) for p in fake_model.parameters() if p.grad is not None)
-    if live_rows == state.batch.size:  # only positives: loss = mean CE against label 1
-        fused = fake_model.fuse(state.text, state.batch.text.mask, state.visual, state.visual_mask)
-        expected = F.cross_entropy(
-            fake_model.itm_head(fused[:, 0]), torch.ones(state.batch.size, dtype=torch.long)
-        )
+    assert bool(torch.isfinite(fused.grad).all())  # type: ignore[arg-type]
+    if live_rows == b.size:  # only positives: loss = mean CE against label 1
+        expected = F.cross_entropy(fused[: b.size, 0], torch.ones(b.size, dtype=torch.long))
         torch.testing.assert_close(out.loss.detach(), expected.detach())
+        assert bool((fused.grad[b.size :] == 0).all())  # type: ignore[index]
     else:  # the one negative of rows 0-6 is row 7
         assert bool((neg.text_for_concept[:7] == 7).all()) and bool((neg.concept_for_text[:7] == 7).all())
+        assert torch.equal(pairs.text[b.size : b.size + 7], torch.full((7,), 7))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("temperature", [0.07, 0.001])
-def test_half_precision_features_give_finite_loss(
-    fake_model: FakeContext, make_state: Callable[..., StepState], dtype: torch.dtype, temperature: float
+def test_half_precision_features_sample_valid_negatives(
+    make_inputs: Callable[..., StepInputs], dtype: torch.dtype, temperature: float
 ) -> None:
-    model = fake_model.to(dtype)
-    state = make_state(model, dtype=dtype)
+    inputs = make_inputs(dtype=dtype, temperature=temperature)
     # Near-duplicate features with τ at its floor: positives would take all the softmax mass in
     # a naive sampler (underflow → all-zero rows → NaN); excluded before the softmax here.
-    feats = state.image_feat.detach()
-    state = StepState(**{**state.__dict__, "text_feat": feats, "temperature": torch.tensor(temperature)})
+    feats = inputs.image_feat.detach()
+    inputs = StepInputs(inputs.batch, feats, feats, inputs.temperature, inputs.tokenizer)
+    m = inputs.batch.size
     for seed in range(5):
         torch.manual_seed(seed)
-        out = _loss()(model, state)
+        pairs = _loss().pairs(inputs, LossPlan())
+        assert bool((pairs.text[m : 2 * m] != torch.arange(m)).all()), f"positive sampled, {dtype} seed {seed}"
+        out = _loss()(inputs, LossPlan(), _fused(inputs, seed).to(dtype))
         assert bool(torch.isfinite(out.loss)), f"NaN/inf loss for {dtype} at seed {seed}"
-    out.loss.backward()
-    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
 
 
-def test_forward_has_no_host_device_sync(
-    fake_model: FakeContext, make_state: Callable[..., StepState], no_host_sync: Callable[[], object]
+def test_pairs_and_loss_have_no_host_device_sync(
+    make_inputs: Callable[..., StepInputs], no_host_sync: Callable[[], object]
 ) -> None:
-    state = make_state(fake_model, visual_id=[0, 0, 1, 2, 3, 4, 5, 6])
+    inputs = make_inputs(visual_id=[0, 0, 1, 2, 3, 4, 5, 6])
+    fused = _fused(inputs)
     with no_host_sync():  # type: ignore[attr-defined]
-        out = _loss()(fake_model, state)
+        _loss().pairs(inputs, LossPlan())
+        out = _loss()(inputs, LossPlan(), fused)
         out.loss.backward()
-    assert bool(torch.isfinite(out.loss))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,13 +11,11 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from plugins.loss import mlm
-from plugins.loss.mlm import MlmLoss, MlmLossConfig, _random_non_special, mask_tokens
+from plugins.loss.mlm import MlmLoss, MlmLossConfig, MlmPlan, _random_non_special, mask_tokens
 from registry import PluginRegistry
-from x2vlm_core.contracts import StepState, TokenizedText
+from tests.plugins.loss.conftest import VOCAB
+from x2vlm_core.contracts import StepInputs, TokenizedText
 from x2vlm_core.contracts.factories import KINDS
-
-if TYPE_CHECKING:
-    from tests.plugins.loss.conftest import FakeContext
 
 SPECIAL = (0, 1, 2, 3, 4)  # pad, cls, sep, mask, unk
 MASK_ID = 3
@@ -143,59 +141,71 @@ def test_short_texts_and_empty_rows() -> None:
     assert sorted(masked.positions[0][masked.valid[0]].tolist()) == [1, 2]
 
 
-def test_loss_matches_hand_computed_reference(
-    fake_model: FakeContext, make_state: Callable[..., StepState]
-) -> None:
-    state = make_state(fake_model, length=12)
+def test_plan_masks_the_texts_and_asks_for_the_masked_slots(make_inputs: Callable[..., StepInputs]) -> None:
+    inputs = make_inputs(length=12)
     config = MlmLossConfig(max_masks=5)
     torch.manual_seed(11)
-    out = MlmLoss(config)(fake_model, state)
+    plan = MlmLoss(config).prepare(inputs.batch, inputs.tokenizer)
     torch.manual_seed(11)
-    tok = fake_model.tokenizer
+    tok = inputs.tokenizer
     special = (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.unk_id)
-    masked = mask_tokens(state.batch.text, special, tok.vocab_size, tok.mask_id, config)
-    # Logits were computed only at the [M, max_masks] layout.
-    assert fake_model.mlm_inputs[0].shape == (state.batch.size, 5, 8)
-    mask = state.batch.text.mask
-    with torch.no_grad():
-        fused = fake_model.fuse(
-            fake_model.encode_text(masked.ids, mask), mask, state.visual, state.visual_mask
-        )
+    masked = mask_tokens(inputs.batch.text, special, tok.vocab_size, tok.mask_id, config)
+    assert isinstance(plan, MlmPlan) and plan.texts is not None
+    assert torch.equal(plan.texts.ids, masked.ids) and torch.equal(plan.texts.mask, inputs.batch.text.mask)
+    plan = replace(plan, first_row=inputs.batch.size)  # the step puts the masked copies after the batch's texts
+    pairs = MlmLoss(config).pairs(inputs, plan)
+    m = inputs.batch.size
+    assert torch.equal(pairs.text, m + torch.arange(m)) and torch.equal(pairs.segment, torch.arange(m))
+    assert torch.equal(pairs.positions, masked.positions) and pairs.head == "mlm"  # type: ignore[arg-type]
+
+
+def test_loss_matches_hand_computed_reference(make_inputs: Callable[..., StepInputs]) -> None:
+    inputs = make_inputs(length=12)
+    config = MlmLossConfig(max_masks=5)
+    loss = MlmLoss(config)
+    plan = replace(loss.prepare(inputs.batch, inputs.tokenizer), first_row=inputs.batch.size)
+    masked = plan.masked  # type: ignore[attr-defined]
+    logits = torch.randn((inputs.batch.size, 5, VOCAB), generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    out = loss(inputs, plan, logits)
     losses, hits = [], []
-    for r in range(state.batch.size):
-        for p, label, v in zip(
-            masked.positions[r].tolist(), masked.labels[r].tolist(), masked.valid[r].tolist()
+    for r in range(inputs.batch.size):
+        for slot, (p, label, v) in enumerate(
+            zip(masked.positions[r].tolist(), masked.labels[r].tolist(), masked.valid[r].tolist(), strict=True)
         ):
             if v:
-                assert label == int(state.batch.text.ids[r, p])
-                logits = fake_model.mlm_head(fused[r, p]).detach()
-                losses.append(float(F.cross_entropy(logits[None], torch.tensor([label]))))
-                hits.append(int(logits.argmax()) == label)
-    assert len(losses) >= state.batch.size
+                assert label == int(inputs.batch.text.ids[r, p])
+                row = logits[r, slot].detach()
+                losses.append(float(F.cross_entropy(row[None], torch.tensor([label]))))
+                hits.append(int(row.argmax()) == label)
+    assert len(losses) >= inputs.batch.size
     assert out.loss.item() == pytest.approx(sum(losses) / len(losses), rel=1e-5)
     assert out.logs["acc"].item() == pytest.approx(sum(hits) / len(hits))
     out.loss.backward()
-    assert fake_model.embed.weight.grad is not None and state.bank.grad is not None
+    assert bool((logits.grad[~masked.valid] == 0).all())  # type: ignore[index]  # invalid slots get no gradient
 
 
-def test_all_empty_texts_give_zero_loss_with_graph(
-    fake_model: FakeContext, make_state: Callable[..., StepState]
-) -> None:
-    state = make_state(fake_model)
-    ids = torch.zeros_like(state.batch.text.ids)
+def test_all_empty_texts_give_zero_loss_with_graph(make_inputs: Callable[..., StepInputs]) -> None:
+    inputs = make_inputs()
+    ids = torch.zeros_like(inputs.batch.text.ids)
     ids[:, 0], ids[:, 1] = 1, 2
     empty = TokenizedText(ids=ids, mask=ids != 0, word_ids=torch.full_like(ids, -1))
-    batch = type(state.batch)(**{**state.batch.__dict__, "text": empty})
-    out = MlmLoss(MlmLossConfig())(fake_model, StepState(**{**state.__dict__, "batch": batch}))
+    inputs = replace(inputs, batch=replace(inputs.batch, text=empty))
+    loss = MlmLoss(MlmLossConfig())
+    plan = replace(loss.prepare(inputs.batch, inputs.tokenizer), first_row=inputs.batch.size)
+    logits = torch.randn((inputs.batch.size, 12, VOCAB)).requires_grad_(True)
+    out = loss(inputs, plan, logits)
     assert out.loss.item() == 0.0 and out.loss.requires_grad
     out.loss.backward()
 
 
-def test_forward_has_no_host_device_sync(
-    fake_model: FakeContext, make_state: Callable[..., StepState], no_host_sync: Callable[[], object]
+def test_plan_and_loss_have_no_host_device_sync(
+    make_inputs: Callable[..., StepInputs], no_host_sync: Callable[[], object]
 ) -> None:
-    state = make_state(fake_model, visual_id=[0, 0, 1, 2, 3, 4, 5, 6])
+    inputs = make_inputs(visual_id=[0, 0, 1, 2, 3, 4, 5, 6])
+    loss = MlmLoss(MlmLossConfig())
+    logits = torch.randn((inputs.batch.size, 12, VOCAB)).requires_grad_(True)
     with no_host_sync():  # type: ignore[attr-defined]
-        out = MlmLoss(MlmLossConfig())(fake_model, state)
+        plan = replace(loss.prepare(inputs.batch, inputs.tokenizer), first_row=inputs.batch.size)
+        loss.pairs(inputs, plan)
+        out = loss(inputs, plan, logits)
         out.loss.backward()
-    assert bool(torch.isfinite(out.loss))

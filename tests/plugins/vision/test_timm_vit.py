@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 import plugins.vision.timm_vit as timm_vit_module
-from plugins.vision.timm_vit import TimmVitVision, TimmVitVisionConfig, sincos_2d, timm_state_from_checkpoint
+from plugins.vision.timm_vit import TimmVitVision, TimmVitVisionConfig, timm_state_from_checkpoint
 from registry import PluginRegistry
 from x2vlm_core.checkpoint.weights import WeightsError, load_state_strict
 from x2vlm_core.contracts.factories import KINDS
@@ -135,17 +135,6 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path: Path) -> None:
     assert "blocks.0.mlp.fc1.weight: file (64, 32) vs model (128, 32)" in message
 
 
-def test_sincos_codes_are_unique_unit_amplitude_and_row_major() -> None:
-    codes = sincos_2d(16, 3, 5)
-    assert codes.shape == (15, 16)
-    assert torch.allclose(codes[:, :4] ** 2 + codes[:, 4:8] ** 2, torch.ones(15, 4))  # sin² + cos² = 1
-    assert torch.cdist(codes, codes).add(torch.eye(15)).min() > 0.1  # every patch position distinct
-    # Row-major: patches 0..4 share row 0 (same row half), patch 5 starts row 1.
-    assert torch.equal(codes[0, 8:], codes[4, 8:]) and not torch.equal(codes[0, 8:], codes[5, 8:])
-    with pytest.raises(ValueError, match="divisible by 4"):
-        sincos_2d(10, 2, 2)
-
-
 def test_sincos_position_init_sets_patch_positions_only() -> None:
     cfg = {"timm_name": "vit_base_patch16_224", "image_size": 32, "patch_size": 8, "width": 32, "depth": 1,
            "heads": 2}
@@ -155,7 +144,12 @@ def test_sincos_position_init_sets_patch_positions_only() -> None:
     sincos = TimmVitVision(TimmVitVisionConfig(**cfg, pos_embed_init="sincos"))
     pos, reference = sincos.trunk.pos_embed[0], plain.trunk.pos_embed[0]
     assert torch.equal(pos[0], reference[0])  # the class-token position keeps timm's init
-    assert torch.equal(pos[1:], sincos_2d(32, 4, 4))
+    codes = pos[1:].detach()
+    # timm's 2-D sine-cosine codes: unit amplitude per frequency, a distinct code per patch, row-major
+    assert torch.allclose(codes.pow(2).sum(-1), torch.full((16,), 16.0))  # 16 (sin, cos) pairs per code
+    assert torch.cdist(codes, codes).add(torch.eye(16)).min() > 0.1
+    # row-major: patches 0..3 share grid row 0 (the row-frequency sines), patch 4 starts row 1
+    assert torch.equal(codes[0, :8], codes[3, :8]) and not torch.equal(codes[0, :8], codes[4, :8])
     assert pos.requires_grad  # an initialisation, still learned
     with pytest.raises(ValueError, match="pos_embed_init"):
         TimmVitVision(TimmVitVisionConfig(**{**cfg, "timm_name": "vit_base_patch16_rope_224"}, pos_embed_init="sincos"))

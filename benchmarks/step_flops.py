@@ -1,0 +1,89 @@
+"""Count the matrix FLOPs of one pretraining step, today's against x2vlm 0.1's, without running it.
+
+    python benchmarks/step_flops.py [--configs base large] [--batch 128] [--text-len 40]
+
+The models live on the meta device, so a base or large step at batch 128 (+128 box pairs from their own
+images, every text padded to 40 tokens, as benchmarks/train_step.py) is counted in seconds on a CPU by
+torch's FlopCounterMode (forward + backward). The 0.1 step is the reference the step-equality test keeps
+(tests/x2vlm_core/reference_step.py): two text-encoder calls, three fusion calls, keys/values per pair.
+Both steps get the same hard negatives and MLM masks. Writes benchmarks/results/step_flops.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import plugins.loss.matching as matching
+import plugins.loss.mlm as mlm
+import train_step
+from tests.x2vlm_core.reference_step import reference_losses
+from x2vlm_core.config import load_config
+from x2vlm_core.model.factory import build_losses, build_model, build_step
+
+
+def _meta(value: object) -> object:
+    return value.to("meta") if isinstance(value, torch.Tensor) else value
+
+
+def count(name: str, batch: int, tmp: Path) -> dict[str, float | str | int]:
+    cfg = load_config(ROOT / "configs" / train_step.CONFIGS[name], train_step._overrides(name, tmp))
+    with torch.device("meta"):
+        model = build_model(cfg.model)
+    data = train_step._batch(model, batch, batch, separate_box_images=True)  # built on the CPU
+    tok = model.tokenizer
+    special = (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.unk_id)
+    masked = mlm.mask_tokens(data.text, special, tok.vocab_size, tok.mask_id, mlm.MlmLossConfig())
+    feats = torch.nn.functional.normalize(torch.randn(data.size, 8), dim=-1)
+    neg = matching.sample_hard_negatives(feats, feats.flip(0), data.visual_id, data.text_id, torch.tensor(0.1))
+    neg = matching.HardNegatives(*(_meta(getattr(neg, f.name)) for f in dataclasses.fields(neg)))
+    masked = mlm.MaskedText(*(_meta(getattr(masked, f.name)) for f in dataclasses.fields(masked)))
+    matching.sample_hard_negatives = lambda *a, **k: neg  # type: ignore[assignment]
+    mlm.mask_tokens = lambda *a, **k: masked  # type: ignore[assignment]
+    data = data.to("meta")
+    steps = {"today": lambda: build_step(model, build_losses(cfg.losses))(data).loss,
+             "0.1": lambda: sum(reference_losses(model, data, neg, masked).values())}
+    row: dict[str, float | str | int] = {"config": name, "image_pairs": batch, "box_pairs": data.n_box,
+                                         "images": int(data.images.shape[0]), "text_len": int(data.text.ids.shape[1])}
+    for key, loss in steps.items():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            loss().backward()  # type: ignore[union-attr]
+        row[f"TFLOP_{key}"] = counter.get_total_flops() / 1e12
+    row["saved_pct"] = 100 * (1 - float(row["TFLOP_today"]) / float(row["TFLOP_0.1"]))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["base", "large"], choices=["base", "large"])
+    parser.add_argument("--batch", type=int, default=128, help="image pairs = box pairs per step")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "step_flops.json")
+    args = parser.parse_args()
+    rows = []
+    print(f"{'config':>6} {'pairs':>5} {'images':>6} {'0.1 TFLOP':>10} {'today TFLOP':>11} {'saved':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.configs:
+            r = count(name, args.batch, Path(tmp))
+            rows.append(r)
+            print(f"{r['config']:>6} {r['image_pairs'] + r['box_pairs']:5} {r['images']:6} {r['TFLOP_0.1']:10.2f} "
+                  f"{r['TFLOP_today']:11.2f} {r['saved_pct']:5.1f}%", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"counted_on": "meta device (FlopCounterMode, forward + backward)",
+                                    "torch": torch.__version__, "results": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
