@@ -4,6 +4,8 @@ A shape occupies a square of inclusive pixel bounds [x0, x1] × [y0, y1]; every 
 pixels touch all four sides of that square, so the normalised box (x0/W, y0/H, (x1+1)/W, (y1+1)/H) is
 tight. Shapes in one image (and their whole paths in a clip) keep a gap of at least 2 pixels, and
 object colours are saturated while backgrounds are greys, so every pixel belongs clearly to one thing.
+Side lengths per size word come from `sides` (SIDES here; the styles of _synth_style widen them), and
+`place_scene` places shapes of given attributes for the task kinds' designed scenes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 import math
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,16 +27,22 @@ from plugins.data._synth_lang import DIRECTIONS, LOCATIONS, SHAPES, SIZES, Thing
 __all__ = [
     "BACKGROUNDS",
     "RGB",
+    "SIDES",
     "Clip",
     "Mover",
     "Scene",
     "Shape",
+    "Sides",
+    "default_background",
+    "draw_shape",
+    "place_scene",
     "relation",
     "render_clip",
     "render_scene",
     "sample_clip",
     "sample_scene",
     "split_bucket",
+    "star_unit",
     "union_box",
 ]
 
@@ -55,7 +63,8 @@ BACKGROUNDS: tuple[tuple[tuple[int, int, int], tuple[int, int, int], bool], ...]
     ((18, 20, 38), (96, 96, 116), True),
     ((205, 200, 190), (150, 150, 162), False),
 )
-_SIDE = {"small": (0.14, 0.20), "large": (0.30, 0.38)}  # side length as a fraction of the image
+Sides = Mapping[str, tuple[float, float]]  # size word → (lo, hi) side length as a fraction of the image
+SIDES: Sides = {"small": (0.14, 0.20), "large": (0.30, 0.38)}  # typed read-only; a plain dict pickles
 _GAP = 2  # pixels kept free between shapes
 _TRIES = 60
 
@@ -147,13 +156,28 @@ def _apart(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     return a[2] + _GAP < b[0] or b[2] + _GAP < a[0] or a[3] + _GAP < b[1] or b[3] + _GAP < a[1]
 
 
-def _side(rng: random.Random, size: str, image_size: int) -> int:
-    lo, hi = _SIDE[size]
+def _side(rng: random.Random, size: str, image_size: int, sides: Sides) -> int:
+    lo, hi = sides[size]
     return max(5, round(rng.uniform(lo, hi) * image_size))
 
 
 def _combo(rng: random.Random, combos: Sequence[tuple[str, str]]) -> tuple[str, str]:
     return combos[rng.randrange(len(combos))]
+
+
+def _place(
+    rng: random.Random, placed: Sequence[Shape], spec: tuple[str, str, str], image_size: int, sides: Sides
+) -> Shape | None:
+    """One shape (colour, shape, size) at a random spot clear of `placed`; None when none is found."""
+    colour, shape, size = spec
+    side = _side(rng, size, image_size, sides)
+    for _ in range(_TRIES):
+        x0 = rng.randrange(1, image_size - side)
+        y0 = rng.randrange(1, image_size - side)
+        bounds = (x0, y0, x0 + side - 1, y0 + side - 1)
+        if all(_apart(bounds, (p.x0, p.y0, p.x1, p.y1)) for p in placed):
+            return Shape(shape, colour, size, *bounds)
+    return None
 
 
 def sample_scene(
@@ -162,6 +186,7 @@ def sample_scene(
     n_objects: int,
     combos: Sequence[tuple[str, str]],
     forced: tuple[str, str] | None = None,
+    sides: Sides = SIDES,
 ) -> Scene | None:
     """Place n shapes (colour, shape) drawn from `combos` (the first is `forced` when given).
 
@@ -170,18 +195,24 @@ def sample_scene(
     placed: list[Shape] = []
     for k in range(n_objects):
         colour, shape = forced if (k == 0 and forced is not None) else _combo(rng, combos)
-        size = SIZES[rng.randrange(2)]
-        side = _side(rng, size, image_size)
-        for _ in range(_TRIES):
-            x0 = rng.randrange(1, image_size - side)
-            y0 = rng.randrange(1, image_size - side)
-            bounds = (x0, y0, x0 + side - 1, y0 + side - 1)
-            if all(_apart(bounds, (p.x0, p.y0, p.x1, p.y1)) for p in placed):
-                placed.append(Shape(shape, colour, size, *bounds))
-                break
-        else:
+        found = _place(rng, placed, (colour, shape, SIZES[rng.randrange(2)]), image_size, sides)
+        if found is None:
             return None
+        placed.append(found)
     rng.shuffle(placed)  # caption order independent of placement order (the forced one is anywhere)
+    return Scene(rng.randrange(len(BACKGROUNDS)), tuple(placed))
+
+
+def place_scene(
+    rng: random.Random, image_size: int, specs: Sequence[tuple[str, str, str | None]], sides: Sides = SIDES
+) -> Scene | None:
+    """Shapes of given (colour, shape, size or None = random size), in the order given; None if they do not fit."""
+    placed: list[Shape] = []
+    for colour, shape, size in specs:
+        found = _place(rng, placed, (colour, shape, size or SIZES[rng.randrange(2)]), image_size, sides)
+        if found is None:
+            return None
+        placed.append(found)
     return Scene(rng.randrange(len(BACKGROUNDS)), tuple(placed))
 
 
@@ -192,6 +223,7 @@ def sample_clip(
     n_objects: int,
     combos: Sequence[tuple[str, str]],
     forced: tuple[str, str] | None = None,
+    sides: Sides = SIDES,
 ) -> Clip | None:
     """1–2 shapes, each moving in one of DIRECTIONS by a clearly visible step per frame."""
     movers: list[Mover] = []
@@ -199,7 +231,7 @@ def sample_clip(
     for k in range(n_objects):
         colour, shape = forced if (k == 0 and forced is not None) else _combo(rng, combos)
         size = SIZES[rng.randrange(2)]
-        side = _side(rng, size, image_size)
+        side = _side(rng, size, image_size, sides)
         direction = DIRECTIONS[rng.randrange(len(DIRECTIONS))]
         # total travel is 30–45% of the image, so the motion dominates frame-to-frame change
         travel = round(rng.uniform(0.30, 0.45) * image_size)
@@ -237,7 +269,8 @@ def split_bucket(scene: Scene | Clip) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _background(index: int, image_size: int) -> Image.Image:
+def default_background(index: int, image_size: int) -> Image.Image:
+    """BACKGROUNDS[index] as an image (cached: copy before drawing on it)."""
     top, bottom, vertical = BACKGROUNDS[index]
     t = np.linspace(0.0, 1.0, image_size, dtype=np.float32)[:, None]
     line = np.rint(np.asarray(top, np.float32) * (1 - t) + np.asarray(bottom, np.float32) * t).astype(np.uint8)
@@ -246,7 +279,7 @@ def _background(index: int, image_size: int) -> Image.Image:
 
 
 @functools.cache
-def _star_unit() -> tuple[tuple[float, float], ...]:
+def star_unit() -> tuple[tuple[float, float], ...]:
     """A five-pointed star's ten vertices scaled so their bounding box is [0, 1] × [0, 1]."""
     points = []
     for k in range(10):
@@ -257,8 +290,9 @@ def _star_unit() -> tuple[tuple[float, float], ...]:
     return tuple(((x - min(xs)) / (max(xs) - min(xs)), (y - min(ys)) / (max(ys) - min(ys))) for x, y in points)
 
 
-def _draw(draw: ImageDraw.ImageDraw, s: Shape) -> None:
-    fill = RGB[s.colour]
+def draw_shape(draw: ImageDraw.ImageDraw, s: Shape, fill: tuple[int, int, int] | None = None) -> None:
+    """Draw s filling exactly its bounds, in `fill` (default: its palette colour)."""
+    fill = fill or RGB[s.colour]
     x0, y0, x1, y1 = s.x0, s.y0, s.x1, s.y1
     if s.shape == "circle":
         draw.ellipse((x0, y0, x1, y1), fill=fill)
@@ -268,7 +302,7 @@ def _draw(draw: ImageDraw.ImageDraw, s: Shape) -> None:
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
     elif s.shape == "star":
         w, h = x1 - x0, y1 - y0
-        draw.polygon([(round(x0 + u * w), round(y0 + v * h)) for u, v in _star_unit()], fill=fill)
+        draw.polygon([(round(x0 + u * w), round(y0 + v * h)) for u, v in star_unit()], fill=fill)
     elif s.shape == "cross":
         t = (x1 - x0 + 1) // 3  # arms one third of the side thick
         draw.rectangle((x0, y0 + t, x1, y1 - t), fill=fill)
@@ -284,10 +318,10 @@ def _pixels(image: Image.Image) -> Tensor:
 
 def render_scene(scene: Scene, image_size: int) -> Tensor:
     """Scene → uint8 [3, H, W] (H = W = image_size)."""
-    image = _background(scene.background, image_size).copy()
+    image = default_background(scene.background, image_size).copy()
     draw = ImageDraw.Draw(image)
     for s in scene.shapes:
-        _draw(draw, s)
+        draw_shape(draw, s)
     return _pixels(image)
 
 
@@ -295,10 +329,10 @@ def render_clip(clip: Clip, image_size: int, frames: int) -> Tensor:
     """Clip → uint8 [F, 3, H, W]."""
     out = []
     for f in range(frames):
-        image = _background(clip.background, image_size).copy()
+        image = default_background(clip.background, image_size).copy()
         draw = ImageDraw.Draw(image)
         for m in clip.movers:
-            _draw(draw, m.at(f))
+            draw_shape(draw, m.at(f))
         out.append(np.asarray(image, dtype=np.uint8))
     return torch.from_numpy(np.ascontiguousarray(np.stack(out).transpose(0, 3, 1, 2)))
 

@@ -1,9 +1,20 @@
-"""Synthetic multi-grained world: coloured shapes with captions, object/region boxes and moving-shape clips.
+"""Synthetic multi-grained world: coloured shapes with captions, boxes, moving-shape clips and task records.
 
 The embedded data of `x2vlm pretrain --config configs/demo.yaml` (X²-VLM's (I, T, {(V_i, T_i)}) samples
 in miniature): images of 1–3 shapes (5 shapes × 6 colours × 2 sizes, 9 grid locations, 4 relations,
-6 backgrounds) with one caption in one of en/de/fr/cs/zh/ja, one object concept per shape and region
-concepts over one or two shapes; or clips of 1–2 shapes moving in one of 4 directions.
+6 backgrounds) with one caption in one of en/de/fr/cs/zh/ja, one object concept per shape (attributes:
+colour and size words) and region concepts over one or two shapes; or clips of 1–2 shapes moving in
+one of 4 directions. Task kinds draw from the same world:
+
+    vqa          QASample [3,H,W]: colour / shape / size / count / position / exists questions, one answer
+    video_qa     QASample [F,3,H,W]: direction / shape / colour of a mover
+    nlvr2        PairSample (left, right [3,H,W]): a statement about both, label computed from the scenes
+    refexp       Sample: caption + REGION referring expressions ("the red circle" next to a blue circle)
+    composition  CompositionSample: two images, two captions with the same words reordered
+
+`style` picks the renderer: 'default' (plain), 'varied' (training variety: pastel, textured and noisy
+backgrounds, wider sizes, colour jitter) or 'foreign' (a held-out anti-aliased renderer with turned,
+outlined, shaded shapes on light backgrounds); boxes are tight in every style.
 
 Record i of a split is drawn from its own seeded generator, so the stream is deterministic, any
 (rank, worker) can produce its records i ≡ consumer (mod consumers) without the others, and
@@ -16,29 +27,44 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from plugins.data._synth_compose import CompositionPlan, plan_composition
 from plugins.data._synth_lang import COLOURS, GRAMMARS, LANGUAGES, SHAPES, Grammar
-from plugins.data._synth_scene import (
-    Clip,
-    Scene,
-    relation,
-    render_clip,
-    render_scene,
-    sample_clip,
-    sample_scene,
-    split_bucket,
-    union_box,
+from plugins.data._synth_nlvr import PairPlan, plan_nlvr2
+from plugins.data._synth_qa import QAPlan, plan_video_qa, plan_vqa
+from plugins.data._synth_refexp import RefPlan, plan_refexp
+from plugins.data._synth_scene import Clip, Scene, Shape, relation, union_box
+from plugins.data._synth_style import STYLE_SIDES, render_frames, render_image
+from plugins.data._synth_wordbook import WORDS
+from plugins.data._synth_words import Words
+from plugins.data._synth_world import World
+from x2vlm_core.plugin_api import (
+    CompositionSample,
+    Concept,
+    ConceptKind,
+    PairSample,
+    PluginSpec,
+    QASample,
+    Record,
+    Sample,
+    hookimpl,
+    record_shard,
 )
-from x2vlm_core.plugin_api import Concept, ConceptKind, PluginSpec, Sample, hookimpl, record_shard
 
-__all__ = ["Synthetic", "SyntheticConfig", "describe_clip", "describe_scene"]
+__all__ = ["RECORD_KINDS", "Plan", "Synthetic", "SyntheticConfig", "describe_clip", "describe_scene", "plan_texts"]
 
-_BUCKETS = {"train": range(8), "val": range(8, 9), "test": range(9, 10)}
+RECORD_KINDS = ("image", "video", "vqa", "video_qa", "nlvr2", "refexp", "composition")  # the values of `kind`
+Plan = QAPlan | PairPlan | RefPlan | CompositionPlan
+_ANSWERS = 10  # VQA v2 keeps 10 human answers; 10 equal ones make soft accuracy exact accuracy
+_PLANNERS: dict[str, Callable[[random.Random, World, Words], Plan]] = {
+    "vqa": plan_vqa, "video_qa": plan_video_qa, "nlvr2": plan_nlvr2,
+    "refexp": plan_refexp, "composition": plan_composition,
+}
 
 
 class SyntheticConfig(BaseModel):
@@ -50,12 +76,23 @@ class SyntheticConfig(BaseModel):
     )
     samples: int | None = Field(None, ge=1, description="number of records; None = infinite stream")
     image_size: int = Field(64, ge=64, le=384, description="H = W in pixels")
-    min_objects: int = Field(1, ge=1, le=3, description="fewest shapes per image")
+    min_objects: int = Field(1, ge=1, le=3, description="fewest shapes per image (random scenes of every kind)")
     max_objects: int = Field(3, ge=1, le=3, description="most shapes per image (clips use at most 2)")
-    kind: Literal["image", "video"] = Field("image", description="images with concepts, or moving-shape clips")
-    frames: int = Field(3, ge=2, le=16, description="frames F per clip (kind: video)")
+    kind: Literal["image", "video", "vqa", "video_qa", "nlvr2", "refexp", "composition"] = Field(
+        "image",
+        description="image: captions + object/region boxes; video: moving-shape clips; vqa / video_qa: one "
+        "question + answer (QASample); nlvr2: statement about two images (PairSample); refexp: referring "
+        "expressions with distractors (REGION concepts); composition: reordered-caption pairs (CompositionSample)",
+    )
+    style: Literal["default", "varied", "foreign"] = Field(
+        "default",
+        description="renderer: default (plain); varied (training variety: pastel/textured/noisy backgrounds, "
+        "wider sizes, colour jitter); foreign (held-out: anti-aliased, turned, outlined, shaded shapes on light "
+        "backgrounds, much smaller and larger sizes)",
+    )
+    frames: int = Field(3, ge=2, le=16, description="frames F per clip (kinds video, video_qa)")
     languages: tuple[str, ...] = Field(
-        ("en",), description=f"caption languages, one per record in turn; supported: {', '.join(LANGUAGES)}"
+        ("en",), description=f"text languages, one per record in turn; supported: {', '.join(LANGUAGES)}"
     )
     holdout: tuple[str, ...] = Field(
         (), description="'colour shape' combos kept out of train/val/test, used by split 'compositional'"
@@ -95,18 +132,22 @@ class SyntheticConfig(BaseModel):
             raise ValueError(f"min_objects {self.min_objects} > max_objects {self.max_objects}")
         if self.split == "compositional" and not self.holdout:
             raise ValueError("split 'compositional' needs holdout combos, e.g. holdout: ['red circle']")
-        if self.kind == "video" and self.image_size % 2:
-            raise ValueError(f"kind 'video' needs an even image_size (mp4 frames), got {self.image_size}")
+        if self.kind in ("video", "video_qa") and self.image_size % 2:
+            raise ValueError(f"kind {self.kind!r} needs an even image_size (mp4 frames), got {self.image_size}")
         return self
 
 
 def describe_scene(scene: Scene, grammar: Grammar, image_size: int) -> tuple[str, tuple[Concept, ...]]:
-    """(caption, concepts): one object concept per shape, region concepts over one shape (n = 1) or each pair."""
-    shapes = scene.shapes
+    """(caption, concepts): one object concept per shape (attributes: colour, size words), region concepts
+    over one shape (n = 1) or each pair."""
+    shapes, words = scene.shapes, WORDS[grammar.code]
     things = [s.thing for s in shapes]
     rel = relation(shapes[0], shapes[1]) if len(shapes) > 1 else None
     caption = grammar.caption(things, rel, [s.location(image_size) for s in shapes])
-    concepts = [Concept(s.box(image_size), grammar.object_text(s.thing), ConceptKind.OBJECT) for s in shapes]
+    concepts = [
+        Concept(s.box(image_size), grammar.object_text(s.thing), ConceptKind.OBJECT, _attributes(s, words))
+        for s in shapes
+    ]
     if len(shapes) == 1:
         s = shapes[0]
         text = grammar.region_located(s.thing, s.location(image_size))
@@ -117,13 +158,34 @@ def describe_scene(scene: Scene, grammar: Grammar, image_size: int) -> tuple[str
     return caption, tuple(concepts)
 
 
+def _attributes(s: Shape, words: Words) -> tuple[str, str]:
+    """(colour, size) words of an object in the language, as VQA answers name them."""
+    return words.colour(s.colour), words.size(s.size)
+
+
 def describe_clip(clip: Clip, grammar: Grammar) -> str:
     """The clip's caption: each shape and where it moves."""
     return grammar.moving([(m.start.thing, m.direction) for m in clip.movers])
 
 
+def plan_texts(plan: Plan, grammar: Grammar, image_size: int) -> list[str]:
+    """The texts of a task plan (questions and answers, statements, expressions, captions)."""
+    if isinstance(plan, QAPlan):
+        return [plan.question, plan.answer]
+    if isinstance(plan, PairPlan):
+        return [plan.text]
+    if isinstance(plan, RefPlan):
+        return [describe_scene(plan.scene, grammar, image_size)[0], *(e for _, e in plan.expressions)]
+    return list(plan.captions)
+
+
 class Synthetic(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
-    """Synthetic shapes world: images [3,H,W] (captions, object + region boxes) or clips [F,3,H,W] (captions)."""
+    """Synthetic shapes world: images [3,H,W] (captions, boxes), clips [F,3,H,W], or VQA / NLVR2 / refexp / Winoground records.
+
+    By `kind`: Samples with captions and object + region concepts (image), Samples with clip captions
+    (video), QASample (vqa, video_qa), PairSample (nlvr2), Samples with REGION referring expressions
+    (refexp) or CompositionSample (composition); `plan(index)` gives the scenes and texts behind a task record.
+    """
 
     def __init__(self, config: SyntheticConfig, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
@@ -131,11 +193,16 @@ class Synthetic(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
             raise ValueError(f"data plugin 'synthetic': rank {rank} is not in [0, world_size={world_size})")
         self.config = config
         self.rank, self.world_size = rank, world_size
-        self.name = f"synthetic-{config.kind}-{config.split}"
+        style = "" if config.style == "default" else f"{config.style}-"
+        self.name = f"synthetic-{config.kind}-{style}{config.split}"
         self.skipped: dict[str, int] = {}  # generated records are never bad
         held = set(config.holdout)
-        self._combos = [(c, s) for c in COLOURS for s in SHAPES if f"{c} {s}" not in held]
-        self._held = [(h.split()[0], h.split()[1]) for h in config.holdout]
+        self.world = World(
+            config.split, config.image_size, config.min_objects, config.max_objects, config.frames,
+            tuple((c, s) for c in COLOURS for s in SHAPES if f"{c} {s}" not in held),
+            tuple((h.split()[0], h.split()[1]) for h in config.holdout),
+            STYLE_SIDES[config.style],
+        )
 
     # ------------------------------------------------------------------ records
     def _rng(self, index: int, tag: str) -> random.Random:
@@ -143,53 +210,73 @@ class Synthetic(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
         # a string seed goes through SHA-512: stable across processes and Python versions
         return random.Random(f"x2vlm-synthetic|{c.seed}|{c.split}|{tag}|{index}")
 
-    def _forced(self, rng: random.Random) -> tuple[str, str] | None:
-        return self._held[rng.randrange(len(self._held))] if self.config.split == "compositional" else None
-
-    def _keep(self, scene: Scene | Clip) -> bool:
-        split = self.config.split
-        return split == "compositional" or split_bucket(scene) in _BUCKETS[split]
+    def look_seed(self, index: int, part: int) -> str:
+        """Seed of the look (background, jitter, pens) of image `part` of record `index`; unused by style default."""
+        c = self.config
+        return f"x2vlm-synthetic-look|{c.seed}|{c.split}|{c.kind}|{c.style}|{index}|{part}"
 
     def scene(self, index: int) -> Scene:
-        """The scene of record `index` (also for kind 'video', where it feeds `corpus`)."""
-        c = self.config
-        rng = self._rng(index, "image")
-        while True:
-            n = rng.randint(c.min_objects, c.max_objects)
-            scene = sample_scene(rng, c.image_size, n, self._combos, self._forced(rng))
-            if scene is not None and self._keep(scene):
-                return scene
+        """The scene of record `index` of kind 'image' (also for kind 'video', where it feeds `corpus`)."""
+        return self.world.scene(self._rng(index, "image"))
 
     def clip(self, index: int) -> Clip:
-        """The clip of record `index`."""
-        c = self.config
-        rng = self._rng(index, "video")
-        while True:
-            n = rng.randint(min(c.min_objects, 2), min(c.max_objects, 2))
-            clip = sample_clip(rng, c.image_size, c.frames, n, self._combos, self._forced(rng))
-            if clip is not None and self._keep(clip):
-                return clip
+        """The clip of record `index` of kind 'video'."""
+        return self.world.clip(self._rng(index, "video"))
+
+    def plan(self, index: int, language: str | None = None) -> Plan:
+        """The task plan (scenes, texts, answer or label) of record `index` of a task kind."""
+        kind = self.config.kind
+        if kind not in _PLANNERS:
+            raise ValueError(f"data plugin 'synthetic': kind {kind!r} has no task plans (task kinds: {', '.join(_PLANNERS)})")
+        language = language or self.language(index)
+        if language not in WORDS:
+            raise ValueError(f"data plugin 'synthetic': unsupported language {language!r}; supported: {', '.join(WORDS)}")
+        words = WORDS[language]
+        return _PLANNERS[kind](self._rng(index, kind), self.world, words)
 
     def language(self, index: int) -> str:
         """Languages take turns over record indices."""
         langs = self.config.languages
         return langs[index % len(langs)]
 
-    def record(self, index: int) -> Sample:
+    def _image(self, scene: Scene, index: int, part: int = 0) -> torch.Tensor:
+        return render_image(scene, self.config.image_size, self.config.style, self.look_seed(index, part))
+
+    def record(self, index: int) -> Record:
         """Record `index` of this split's stream."""
         c = self.config
         lang = self.language(index)
-        grammar = GRAMMARS[lang]
         key = f"{self.name}-{index:09d}"
+        if c.kind == "image":
+            scene = self.scene(index)
+            caption, concepts = describe_scene(scene, GRAMMARS[lang], c.image_size)
+            return Sample(key, self.name, self._image(scene, index), None, (caption,), concepts, lang)
         if c.kind == "video":
             clip = self.clip(index)
-            frames = render_clip(clip, c.image_size, c.frames)
-            return Sample(key, self.name, None, frames, (describe_clip(clip, grammar),), (), lang)
-        scene = self.scene(index)
-        caption, concepts = describe_scene(scene, grammar, c.image_size)
-        return Sample(key, self.name, render_scene(scene, c.image_size), None, (caption,), concepts, lang)
+            frames = render_frames(clip, c.image_size, c.frames, c.style, self.look_seed(index, 0))
+            return Sample(key, self.name, None, frames, (describe_clip(clip, GRAMMARS[lang]),), (), lang)
+        return self._task_record(self.plan(index, lang), key, index, lang)
 
-    def __iter__(self) -> Iterator[Sample]:
+    def _task_record(self, plan: Plan, key: str, index: int, lang: str) -> Record:
+        c = self.config
+        if isinstance(plan, QAPlan):
+            answers = (plan.answer,) * _ANSWERS
+            if isinstance(plan.visual, Clip):
+                frames = render_frames(plan.visual, c.image_size, c.frames, c.style, self.look_seed(index, 0))
+                return QASample(key, self.name, None, frames, plan.question, answers, plan.question_type, lang)
+            image = self._image(plan.visual, index)
+            return QASample(key, self.name, image, None, plan.question, answers, plan.question_type, lang)
+        if isinstance(plan, PairPlan):
+            images = (self._image(plan.scenes[0], index, 0), self._image(plan.scenes[1], index, 1))
+            return PairSample(key, self.name, images, plan.text, plan.label, lang)
+        if isinstance(plan, RefPlan):
+            caption = describe_scene(plan.scene, GRAMMARS[lang], c.image_size)[0]
+            concepts = tuple(Concept(s.box(c.image_size), e, ConceptKind.REGION) for s, e in plan.expressions)
+            return Sample(key, self.name, self._image(plan.scene, index), None, (caption,), concepts, lang)
+        images = (self._image(plan.scenes[0], index, 0), self._image(plan.scenes[1], index, 1))
+        return CompositionSample(key, self.name, images, plan.captions, plan.tag, lang)
+
+    def __iter__(self) -> Iterator[Record]:
         consumer, consumers = record_shard(self.rank, self.world_size)
         limit = self.config.samples
         indices = itertools.count(consumer, consumers) if limit is None else range(consumer, limit, consumers)
@@ -197,10 +284,12 @@ class Synthetic(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
             yield self.record(index)
 
     def corpus(self, n: int) -> list[str]:
-        """n texts (captions, object and region texts, clip captions in every configured language), for tokenizers."""
+        """n texts (captions, object and region texts, clip captions and, for task kinds, the task texts, in
+        every configured language), for tokenizers."""
         if n < 0:
             raise ValueError(f"corpus size must be ≥ 0, got {n}")
         texts: list[str] = []
+        task = self.config.kind in _PLANNERS
         for index in itertools.count():
             if len(texts) >= n:
                 break
@@ -209,6 +298,8 @@ class Synthetic(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
                 grammar = GRAMMARS[lang]
                 caption, concepts = describe_scene(scene, grammar, self.config.image_size)
                 texts += [caption, *(k.text for k in concepts), describe_clip(clip, grammar)]
+                if task:
+                    texts += plan_texts(self.plan(index, lang), grammar, self.config.image_size)
         return texts[:n]
 
 

@@ -100,6 +100,7 @@ class CompositionSample:
     images: tuple[Tensor, Tensor]
     captions: tuple[str, str]
     tag: str = ""
+    language: str = "en"
 
 
 # What a data source yields: pretraining / retrieval / grounding / captioning records, or task records.

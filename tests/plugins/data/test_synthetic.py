@@ -89,7 +89,7 @@ def test_deterministic_by_seed() -> None:
     a, b, c = (list(make(samples=20, seed=s, languages=("en", "fr"))) for s in (3, 3, 4))
     assert [digest(r) for r in a] == [digest(r) for r in b]
     assert [(r.captions, r.concepts, r.language) for r in a] == [(r.captions, r.concepts, r.language) for r in b]
-    assert sum(digest(x) != digest(y) for x, y in zip(a, c)) >= 18
+    assert sum(digest(x) != digest(y) for x, y in zip(a, c, strict=True)) >= 18
 
 
 def test_splits_share_no_scene() -> None:
@@ -219,7 +219,7 @@ def test_captions_name_every_object_colour(lang: str) -> None:
         caption = record.captions[0]
         objects = [c for c in record.concepts if c.kind == ConceptKind.OBJECT]
         assert len(objects) == len(scene.shapes)
-        for shape, concept in zip(scene.shapes, objects):
+        for shape, concept in zip(scene.shapes, objects, strict=True):
             word = COLOUR_WORDS[lang][shape.colour]
             assert word in caption and word in concept.text
             assert concept.box == shape.box(64)
