@@ -35,13 +35,15 @@ class UnknownPluginError(PluginError, KeyError):
 
 
 class DuplicatePluginError(PluginError):
-    """Two plugins claim the same kind and name."""
+    """Two (or more) plugins claim the same kind and name; `providers` names each ("dist version (entry point)")."""
 
-    def __init__(self, kind: str, name: str, first: str, second: str) -> None:
-        self.kind, self.name, self.first, self.second = kind, name, first, second
+    def __init__(self, kind: str, name: str, providers: Sequence[str]) -> None:
+        self.kind, self.name, self.providers = kind, name, tuple(providers)
+        count = "twice" if len(self.providers) == 2 else f"{len(self.providers)} times"
+        listed = ", ".join(self.providers[:-1]) + f" and by {self.providers[-1]}"
         super().__init__(
-            f"{kind} plugin {name!r} is provided twice: by {first} and by {second}. "
-            "Uninstall one of the two distributions, or rename one plugin."
+            f"{kind} plugin {name!r} is provided {count}: by {listed}; none of them is used. "
+            "Uninstall all but one of these distributions, or rename the plugin in one of them."
         )
 
 

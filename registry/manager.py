@@ -28,8 +28,10 @@ class PluginRegistry:
     """All plugins known to one process, keyed by (kind, name); `kinds` (from the caller) are the kinds it accepts.
 
     Built-in and third-party plugins arrive the same way: a module with an `x2vlm_provide_plugins`
-    hookimpl, registered under its entry-point name. A module that fails to import is kept as broken
-    (with its exception) and every other plugin still loads.
+    hookimpl, registered under its entry-point name. Nothing a plugin module does while it is imported
+    or while its hook runs ends the process (an exception, `sys.exit()`, any BaseException but
+    KeyboardInterrupt): the module is kept as broken, with the reason, and every other plugin still
+    loads. Two plugins claiming one (kind, name) are both kept as broken, each naming all providers.
     """
 
     def __init__(self, kinds: Sequence[str]) -> None:
@@ -37,6 +39,7 @@ class PluginRegistry:
         self._pm = pluggy.PluginManager("x2vlm")
         self._pm.add_hookspecs(hookspecs)
         self._plugins: dict[tuple[str, str], PluginInfo] = {}
+        self._duplicates: dict[tuple[str, str], list[PluginInfo]] = {}
         self._broken: list[BrokenPlugin] = []
 
     @classmethod
@@ -47,7 +50,9 @@ class PluginRegistry:
             dist, version = _dist_of(ep)
             try:
                 module = ep.load()
-            except Exception as error:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # SystemExit too: a plugin must not end the host command
                 registry._broken.append(BrokenPlugin(ep.name, dist, error))
                 continue
             registry.register_module(module, ep.name, dist, version)
@@ -56,39 +61,62 @@ class PluginRegistry:
     def register_module(
         self, module: ModuleType | object, name: str, distribution: str = "<local>", version: str = ""
     ) -> list[PluginInfo]:
-        """Register one plugin module (an object with `x2vlm_provide_plugins`) under `name`."""
+        """Register one plugin module (an object with `x2vlm_provide_plugins`) under `name`; returns the
+        plugins it added (a failing module adds none and is kept in `broken`)."""
         try:
             self._pm.register(module, name=name)
             self._pm.check_pending()
-            impls = [i for i in self._pm.hook.x2vlm_provide_plugins.get_hookimpls() if i.plugin_name == name]
-            specs: list[PluginSpec] = [s for impl in impls for s in list(impl.function())]  # type: ignore[call-overload]
-            for spec in specs:
-                if not isinstance(spec, PluginSpec):
-                    raise TypeError(f"x2vlm_provide_plugins returned {type(spec).__name__}, not PluginSpec")
-                if spec.kind not in self.kinds:
-                    raise ValueError(f"plugin {spec.name!r}: kind {spec.kind!r} is not one of {', '.join(self.kinds)}")
-        except Exception as error:
+            specs = self._specs_of(name)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # SystemExit in the hook, too
             if self._pm.is_registered(module):
                 self._pm.unregister(module)
             self._broken.append(BrokenPlugin(name, distribution, error))
             return []
         added = []
         for spec in specs:
-            key = (spec.kind, spec.name)
-            if key in self._plugins:
-                first = self._plugins[key]
-                raise DuplicatePluginError(
-                    spec.kind, spec.name, f"{first.source} ({first.entry_point})", f"{distribution} {version} ({name})"
-                )
             info = PluginInfo(spec, name, distribution, version)
-            self._plugins[key] = info
-            added.append(info)
+            if self._add(info):
+                added.append(info)
         return added
+
+    def _specs_of(self, name: str) -> list[PluginSpec]:
+        impls = [i for i in self._pm.hook.x2vlm_provide_plugins.get_hookimpls() if i.plugin_name == name]
+        specs: list[PluginSpec] = [s for impl in impls for s in list(impl.function())]  # type: ignore[call-overload]
+        for spec in specs:
+            if not isinstance(spec, PluginSpec):
+                raise TypeError(f"x2vlm_provide_plugins returned {type(spec).__name__}, not PluginSpec")
+            if spec.kind not in self.kinds:
+                raise ValueError(f"plugin {spec.name!r}: kind {spec.kind!r} is not one of {', '.join(self.kinds)}")
+        return specs
+
+    def _add(self, info: PluginInfo) -> bool:
+        """Add one plugin; False when its (kind, name) is already taken (then every claimant is unusable)."""
+        key = (info.spec.kind, info.spec.name)
+        if key in self._duplicates:
+            self._duplicates[key].append(info)
+            return False
+        if key in self._plugins:
+            self._duplicates[key] = [self._plugins.pop(key), info]
+            return False
+        self._plugins[key] = info
+        return True
+
+    def _duplicate_error(self, key: tuple[str, str]) -> DuplicatePluginError:
+        providers = [f"{p.source} ({p.entry_point})" for p in self._duplicates[key]]
+        return DuplicatePluginError(key[0], key[1], providers)
 
     # ------------------------------------------------------------------ queries
     @property
     def broken(self) -> list[BrokenPlugin]:
-        return list(self._broken)
+        """Modules that failed to load, then each plugin that shares its (kind, name) with another."""
+        duplicated = [
+            BrokenPlugin(p.entry_point, p.distribution, self._duplicate_error(key), kind=key[0], name=key[1])
+            for key, infos in self._duplicates.items()
+            for p in infos
+        ]
+        return [*self._broken, *duplicated]
 
     def plugins(self, kind: str | None = None) -> list[PluginInfo]:
         """Registered plugins, sorted by kind then name."""
@@ -106,6 +134,8 @@ class PluginRegistry:
             raise UnknownPluginError("kind", kind, self.kinds, where)
         info = self._plugins.get((kind, name))
         if info is None:
+            if (kind, name) in self._duplicates:
+                raise self._duplicate_error((kind, name))
             broken = [b for b in self._broken if b.entry_point in (f"{kind}.{name}", name)]
             if broken:
                 raise PluginLoadError(broken[0].entry_point, broken[0].distribution, broken[0].error)
@@ -113,10 +143,18 @@ class PluginRegistry:
         return info
 
     def find(self, name: str) -> list[PluginInfo]:
-        """Plugins called `name` (of any kind), or matched as "kind.name"."""
+        """Plugins called `name` (of any kind), or matched as "kind.name"; when none is usable but the name
+        is claimed twice, the DuplicatePluginError naming the providers."""
         kind, _, short = name.rpartition(".")
-        return [p for p in self._plugins.values() if p.spec.name == (short if kind else name)
-                and (not kind or p.spec.kind == kind)]
+
+        def matches(key: tuple[str, str]) -> bool:
+            return key[1] == (short if kind else name) and (not kind or key[0] == kind)
+
+        found = [p for key, p in self._plugins.items() if matches(key)]
+        duplicated = [key for key in self._duplicates if matches(key)]
+        if not found and duplicated:
+            raise self._duplicate_error(duplicated[0])
+        return found
 
     # ------------------------------------------------------------------ config + build
     def validate(self, kind: str, section: Mapping[str, Any], where: str) -> tuple[PluginInfo, BaseModel]:

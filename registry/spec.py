@@ -47,11 +47,14 @@ class PluginInfo:
 
 @dataclass(frozen=True)
 class BrokenPlugin:
-    """An entry point that failed to load; the registry keeps going without it."""
+    """An entry point that failed to load (import, hook), or one plugin of it that cannot be used (its
+    kind and name are claimed twice: `kind`/`name` are then set); the registry keeps going without it."""
 
     entry_point: str
     distribution: str
     error: BaseException = field(repr=False)
+    kind: str | None = None
+    name: str | None = None
 
     @property
     def reason(self) -> str:

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from x2vlm_core.plugin_api import (
     BadRecord,
     DataError,
     PluginSpec,
     RecordSource,
+    RecordSourceConfig,
     Sample,
+    SourceName,
     clean_texts,
     hookimpl,
     load_image,
@@ -27,22 +29,18 @@ from x2vlm_core.plugin_api import (
 __all__ = ["CocoConfig", "CocoSource"]
 
 
-class CocoConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class CocoConfig(RecordSourceConfig):
+    name: SourceName = "coco"
     annotations: str = Field(..., min_length=1, description="path of dataset_coco.json (Karpathy split)")
     image_root: str = Field("", description="directory holding the `filepath` folders (train2014, val2014)")
     splits: tuple[str, ...] = Field(("train", "restval"), min_length=1, description="splits to read")
-    name: str = Field("coco", min_length=1, description="source name (logs, sample keys)")
-    max_bad_fraction: float | None = Field(None, ge=0.0, le=1.0, description="stop when more records are bad")
-    min_records: int = Field(100, gt=0, description="records seen before max_bad_fraction applies")
 
 
 class CocoSource(RecordSource):
     """COCO Karpathy-split captions → image Samples (all five captions of an image in one Sample)."""
 
     def __init__(self, config: CocoConfig, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(config.name, rank, world_size, config.max_bad_fraction, config.min_records)
+        super().__init__(config, rank, world_size)
         self.config = config
         data = read_json(config.annotations, config.name)
         images = data.get("images") if isinstance(data, dict) else None
@@ -73,7 +71,7 @@ class CocoSource(RecordSource):
         texts = clean_texts(raws, "sentences[].raw") if all(isinstance(r, str) for r in raws) else None
         if texts is None:
             raise BadRecord("bad_json_type", "sentences[].raw must be strings")
-        image = load_image(Path(self.config.image_root) / filepath / filename)
+        image = load_image(Path(self.config.image_root) / filepath / filename, self.max_pixels)
         return [Sample(record_id, self.name, image, None, texts)]
 
 

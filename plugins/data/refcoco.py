@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from x2vlm_core.plugin_api import (
     BadRecord,
@@ -22,10 +22,12 @@ from x2vlm_core.plugin_api import (
     DataError,
     PluginSpec,
     RecordSource,
+    RecordSourceConfig,
     Sample,
+    SourceName,
     clean_texts,
     hookimpl,
-    load_image,
+    load_image_sized,
     pixel_box_to_normalised,
     read_json,
 )
@@ -33,24 +35,20 @@ from x2vlm_core.plugin_api import (
 __all__ = ["RefcocoConfig", "RefcocoSource"]
 
 
-class RefcocoConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RefcocoConfig(RecordSourceConfig):
+    name: SourceName = "refcoco"
     annotations: str = Field(..., min_length=1, description="JSON list of {image, bbox, sentences, split?}")
     image_root: str = Field("", description="directory that `image` paths are relative to")
     splits: tuple[str, ...] | None = Field(
         None, description="keep refs whose `split` is one of these; None = all"
     )
-    name: str = Field("refcoco", min_length=1, description="source name (logs, sample keys)")
-    max_bad_fraction: float | None = Field(None, ge=0.0, le=1.0, description="stop when more records are bad")
-    min_records: int = Field(100, gt=0, description="records seen before max_bad_fraction applies")
 
 
 class RefcocoSource(RecordSource):
     """Referring expressions → image Samples with one REGION concept per (box, sentence)."""
 
     def __init__(self, config: RefcocoConfig, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(config.name, rank, world_size, config.max_bad_fraction, config.min_records)
+        super().__init__(config, rank, world_size)
         self.config = config
         refs = read_json(config.annotations, config.name)
         if not isinstance(refs, list):
@@ -73,8 +71,8 @@ class RefcocoSource(RecordSource):
         image_name, refs = record  # type: ignore[misc]
         if image_name.startswith("<ref "):
             raise BadRecord("bad_json_type", "a ref needs an 'image' string")
-        image = load_image(Path(self.config.image_root) / image_name)
-        height, width = image.shape[-2:]
+        # boxes are in the file's pixels, whatever size the image is decoded at
+        image, width, height = load_image_sized(Path(self.config.image_root) / image_name, self.max_pixels)
         concepts = []
         for ref in refs:
             try:

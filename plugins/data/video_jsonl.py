@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from x2vlm_core.plugin_api import (
     BadRecord,
     PluginSpec,
     RecordSource,
+    RecordSourceConfig,
     Sample,
+    SourceName,
     clean_texts,
     decode_video,
     expand_paths,
@@ -24,9 +26,8 @@ from x2vlm_core.plugin_api import (
 __all__ = ["VideoJsonlConfig", "VideoJsonlSource"]
 
 
-class VideoJsonlConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class VideoJsonlConfig(RecordSourceConfig):
+    name: SourceName = "video_jsonl"
     paths: tuple[str, ...] = Field(..., min_length=1, description="JSONL files or glob patterns")
     video_root: str = Field("", description="directory that relative video paths are resolved against")
     video_key: str = Field("video", min_length=1, description="field holding the video path")
@@ -40,9 +41,6 @@ class VideoJsonlConfig(BaseModel):
     size: int | None = Field(None, gt=0, description="resize frames to size × size while decoding")
     seek_after_s: float = Field(10.0, ge=0.0, description="clips longer than this are read by seeking")
     language: str = Field("en", description="caption language")
-    name: str = Field("video_jsonl", min_length=1, description="source name (logs, sample keys)")
-    max_bad_fraction: float | None = Field(None, ge=0.0, le=1.0, description="stop when more records are bad")
-    min_records: int = Field(100, gt=0, description="records seen before max_bad_fraction applies")
 
     @model_validator(mode="after")
     def _some_sampling(self) -> VideoJsonlConfig:
@@ -55,7 +53,7 @@ class VideoJsonlSource(RecordSource):
     """JSONL video-caption pairs → video Samples with frames uint8 [F, 3, H, W]."""
 
     def __init__(self, config: VideoJsonlConfig, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(config.name, rank, world_size, config.max_bad_fraction, config.min_records)
+        super().__init__(config, rank, world_size)
         self.config = config
         self.paths = expand_paths(config.paths, config.name)
 
@@ -76,7 +74,7 @@ class VideoJsonlSource(RecordSource):
         except UnicodeEncodeError as error:
             raise BadRecord("bad_utf8", f"{self.config.video_key!r} has bytes that are not UTF-8") from error
         c = self.config
-        frames = decode_video(Path(c.video_root) / video, c.frames, c.fps, c.size, c.seek_after_s)
+        frames = decode_video(Path(c.video_root) / video, c.frames, c.fps, c.size, c.seek_after_s, c.max_pixels)
         return [Sample(record_id, self.name, None, frames, captions, (), c.language)]
 
 

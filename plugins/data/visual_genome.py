@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from x2vlm_core.plugin_api import (
     BadRecord,
@@ -22,10 +22,12 @@ from x2vlm_core.plugin_api import (
     DataError,
     PluginSpec,
     RecordSource,
+    RecordSourceConfig,
     Sample,
+    SourceName,
     clean_texts,
     hookimpl,
-    load_image,
+    load_image_sized,
     pixel_box_to_normalised,
     read_json,
 )
@@ -33,17 +35,13 @@ from x2vlm_core.plugin_api import (
 __all__ = ["VisualGenomeConfig", "VisualGenomeSource"]
 
 
-class VisualGenomeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class VisualGenomeConfig(RecordSourceConfig):
+    name: SourceName = "visual_genome"
     objects: str | None = Field(None, description="objects.json (object concepts)")
     attributes: str | None = Field(None, description="attributes.json (prepended to object names)")
     regions: str | None = Field(None, description="region_descriptions.json (region concepts)")
     image_data: str | None = Field(None, description="image_data.json (image sizes of the box coordinates)")
     image_roots: tuple[str, ...] = Field(..., min_length=1, description="folders holding <image_id>.jpg")
-    name: str = Field("visual_genome", min_length=1, description="source name (logs, sample keys)")
-    max_bad_fraction: float | None = Field(None, ge=0.0, le=1.0, description="stop when more records are bad")
-    min_records: int = Field(100, gt=0, description="records seen before max_bad_fraction applies")
 
     @model_validator(mode="after")
     def _some_concepts(self) -> VisualGenomeConfig:
@@ -74,7 +72,7 @@ class VisualGenomeSource(RecordSource):
     """Visual Genome → caption-less image Samples with OBJECT (attributes + name) and REGION (phrase) concepts."""
 
     def __init__(self, config: VisualGenomeConfig, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(config.name, rank, world_size, config.max_bad_fraction, config.min_records)
+        super().__init__(config, rank, world_size)
         self.config = config
         name = config.name
         self.objects = (
@@ -128,8 +126,9 @@ class VisualGenomeSource(RecordSource):
         assert isinstance(image_id, int)
         if image_id < 0:
             raise BadRecord("bad_json_type", "an image entry needs an integer image id and a list")
-        image = load_image(self._find_image(image_id))
-        width, height = self.sizes.get(image_id, (image.shape[-1], image.shape[-2]))
+        # boxes are in image_data's pixel space, else in the file's (whatever size it is decoded at)
+        image, file_width, file_height = load_image_sized(self._find_image(image_id), self.max_pixels)
+        width, height = self.sizes.get(image_id, (file_width, file_height))
         concepts = []
         for kind, entries in (
             (ConceptKind.OBJECT, self.objects.get(image_id, [])),

@@ -4,6 +4,9 @@ Shards are split across ranks × DataLoader workers (each consumer reads whole s
 records are shuffled through a buffer of encoded records (decoding happens on the way out, so the
 buffer stays small), and bad records are skipped and counted per reason, never raised mid-stream.
 Brace patterns ("dir/shard-{000000..000009}.tar") are expanded by the webdataset package.
+
+Counts cover each record once: the first epoch of every pass reads the same records in the same order
+(same seed), so a second pass or a later epoch (repeat) counts nothing again.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from x2vlm_core.plugin_api import (
     BadRecord,
@@ -25,8 +28,14 @@ from x2vlm_core.plugin_api import (
     ConceptKind,
     DataError,
     PluginSpec,
+    ReadMark,
+    RecordSourceConfig,
     Sample,
     SkipCounter,
+    SourceCounts,
+    SourceName,
+    check_rank,
+    decode_video,
     hookimpl,
     load_image,
     record_shard,
@@ -40,13 +49,11 @@ _KINDS = {k.name.lower(): k for k in ConceptKind}
 _BOX_SLACK = 1e-4  # float rounding at the image border
 
 
-class WebDatasetConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WebDatasetConfig(RecordSourceConfig):
     shards: tuple[str, ...] = Field(
         ..., min_length=1, description="tar files, directories of *.tar, or brace patterns dir/shard-{000000..000009}.tar"
     )
-    name: str = Field("webdataset", min_length=1, description="source name in logs, skip counts and Sample.source")
+    name: SourceName = "webdataset"
     shuffle_buffer: int = Field(1000, ge=0, description="records held for shuffling (0 or 1 = file order)")
     seed: int = Field(0, description="seed of shard order and buffer shuffling")
     repeat: bool = Field(False, description="start over after the last shard (an infinite stream)")
@@ -96,8 +103,7 @@ class WebDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 
     def __init__(self, config: WebDatasetConfig, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"data plugin 'webdataset': rank {rank} is not in [0, world_size={world_size})")
+        check_rank(rank, world_size, f"data source {config.name!r} (webdataset)")
         self.config = config
         self.rank, self.world_size = rank, world_size
         self.name = config.name
@@ -107,12 +113,22 @@ class WebDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
                 f"data source {self.name!r}: {len(self.shards)} shard(s) for {world_size} ranks; every rank needs "
                 "at least one shard (write smaller shards)"
             )
-        self._counter = SkipCounter(self.name)
+        self._counter = SkipCounter(self.name, config.max_bad_fraction, config.min_records)
+        self._record_mark, self._event_mark = ReadMark(), ReadMark()  # decoded records; shard-level events
 
     @property
     def skipped(self) -> dict[str, int]:
-        """Skipped records per reason (in this process; DataLoader workers count their own)."""
-        return self._counter.counts
+        """reason → records skipped (in this process; DataLoader workers count their own)."""
+        return dict(self._counter.skipped)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """reason → stray tar members dropped (in this process)."""
+        return dict(self._counter.dropped)
+
+    def source_counts(self) -> SourceCounts:
+        """Records read, skipped and dropped per reason (in this process)."""
+        return self._counter.snapshot()
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Sample]:
@@ -130,20 +146,33 @@ class WebDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
                 random.Random(f"{cfg.seed}|shards|{epoch}").shuffle(order)
             mine = order[consumer::consumers]
             rng = random.Random(f"{cfg.seed}|buffer|{consumer}|{epoch}")
-            for shard, key, parts in _shuffle(self._groups(mine), cfg.shuffle_buffer, rng):
+            first_epoch, yielded = epoch == 0, 0
+            records = _shuffle(self._groups(mine, first_epoch), cfg.shuffle_buffer, rng)
+            for position, (shard, key, parts) in enumerate(records):
+                self._counter.counting = first_epoch and self._record_mark.first_time(position)
                 try:
                     sample = self._decode(key, parts)
                 except BadRecord as bad:
                     self._counter.skip(bad.reason, f"{shard.name}:{key}", bad.detail)
                     continue
                 self._counter.ok()
+                yielded += 1
                 yield sample
             epoch += 1
             if not cfg.repeat:
                 return
+            if not yielded:  # repeating an epoch without a single good record would spin forever
+                raise DataError(
+                    f"data source {self.name!r}: a whole pass over {len(mine)} shard(s) yielded no record "
+                    f"(skipped: {self.skipped or 'none'}); fix the shards or the paths in its config"
+                )
 
-    def _groups(self, shards: list[Path]) -> Iterator[tuple[Path, str, dict[str, bytes]]]:
-        """(shard, key, {extension: bytes}) per record; consecutive members with one key form a record."""
+    def _groups(self, shards: list[Path], first_epoch: bool) -> Iterator[tuple[Path, str, dict[str, bytes]]]:
+        """(shard, key, {extension: bytes}) per record; consecutive members with one key form a record.
+
+        Stray members and broken shards are counted here, in file order (the n-th such event of a
+        first epoch is the same event on every pass)."""
+        events = 0
         for shard in shards:
             key: str | None = None
             parts: dict[str, bytes] = {}
@@ -155,6 +184,8 @@ class WebDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
                         directory, _, base = member.name.rpartition("/")
                         stem, dot, ext = base.partition(".")
                         if not dot:
+                            self._count_event(first_epoch, events)
+                            events += 1
                             self._counter.drop("member_without_extension", f"{shard.name}:{member.name}")
                             continue
                         member_key = f"{directory}/{stem}" if directory else stem
@@ -166,10 +197,15 @@ class WebDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
                         parts[ext.lower()] = data.read() if data is not None else b""
             except (tarfile.TarError, OSError, EOFError) as error:
                 # a truncated or corrupt shard: its last, incomplete record is lost with it
+                self._count_event(first_epoch, events)
+                events += 1
                 self._counter.skip("bad_shard", f"{shard.name}:{key or '-'}", str(error))
                 continue
             if key is not None:
                 yield shard, key, parts
+
+    def _count_event(self, first_epoch: bool, index: int) -> None:
+        self._counter.counting = first_epoch and self._event_mark.first_time(index)
 
     def _decode(self, key: str, parts: dict[str, bytes]) -> Sample:
         """One record's parts → Sample; raises BadRecord with the reason."""
@@ -183,11 +219,9 @@ class WebDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
             raise BadRecord(reason, f"parts: {sorted(parts)}")
         image = frames = None
         if images:
-            image = load_image(parts[images[0]])
+            image = load_image(parts[images[0]], self.config.max_pixels)
         else:
-            from x2vlm_core.plugin_api import decode_video
-
-            frames = decode_video(parts[videos[0]], frames=self.config.frames)
+            frames = decode_video(parts[videos[0]], frames=self.config.frames, max_pixels=self.config.max_pixels)
         return Sample(
             key=meta["key"] if isinstance(meta.get("key"), str) and meta["key"] else key,
             source=meta["source"] if isinstance(meta.get("source"), str) and meta["source"] else self.name,
@@ -247,7 +281,10 @@ def _parse_concept(item: object) -> Concept:
         raise BadRecord("box_zero_area", f"box {box}")
     if cx - w / 2 < -_BOX_SLACK or cy - h / 2 < -_BOX_SLACK or cx + w / 2 > 1 + _BOX_SLACK or cy + h / 2 > 1 + _BOX_SLACK:
         raise BadRecord("box_outside_image", f"box {box} (cx, cy, w, h normalised) leaves [0, 1]")
-    return Concept((cx, cy, w, h), text, _KINDS[kind])
+    attributes = item.get("attributes", [])
+    if not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes):
+        raise BadRecord("bad_json", f"concept attributes must be a list of strings, got {attributes!r:.80}")
+    return Concept((cx, cy, w, h), text, _KINDS[kind], tuple(attributes))
 
 
 def _shuffle(

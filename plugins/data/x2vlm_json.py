@@ -14,20 +14,22 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
+from pydantic import Field
 
 from x2vlm_core.plugin_api import (
     BadRecord,
     Concept,
     ConceptKind,
+    LoadedImage,
     PluginSpec,
     RecordSource,
+    RecordSourceConfig,
     Sample,
+    SourceName,
     clean_texts,
     expand_paths,
     hookimpl,
-    load_image,
+    load_image_sized,
     parse_json_line,
     pixel_box_to_normalised,
     read_lines,
@@ -36,11 +38,9 @@ from x2vlm_core.plugin_api import (
 __all__ = ["X2vlmJsonConfig", "X2vlmJsonSource"]
 
 
-class X2vlmJsonConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class X2vlmJsonConfig(RecordSourceConfig):
+    name: SourceName = "x2vlm_json"
     paths: tuple[str, ...] = Field(..., min_length=1, description="line-JSON files or glob patterns")
-    name: str = Field("x2vlm_json", min_length=1, description="source name (logs, sample keys)")
     image_encoding: Literal["path", "base64"] = Field("path", description="how the image is stored in a line")
     image_key: str | None = Field(
         None, description='image field; default "image" for path, "binary" for base64'
@@ -57,15 +57,13 @@ class X2vlmJsonConfig(BaseModel):
     captions_required: bool = Field(
         True, description="skip lines without a caption (set False for object/region-only files)"
     )
-    max_bad_fraction: float | None = Field(None, ge=0.0, le=1.0, description="stop when more records are bad")
-    min_records: int = Field(100, gt=0, description="records seen before max_bad_fraction applies")
 
 
 class X2vlmJsonSource(RecordSource):
     """X²-VLM line-JSON files → image Samples with captions and box concepts (pixels → normalised)."""
 
     def __init__(self, config: X2vlmJsonConfig, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(config.name, rank, world_size, config.max_bad_fraction, config.min_records)
+        super().__init__(config, rank, world_size)
         self.config = config
         self.paths = expand_paths(config.paths, config.name)
         default_key = "image" if config.image_encoding == "path" else "binary"
@@ -76,8 +74,7 @@ class X2vlmJsonSource(RecordSource):
 
     def _parse(self, record_id: str, record: str) -> Iterable[Sample]:
         line = parse_json_line(record)
-        image = self._image(line)
-        height, width = image.shape[-2:]
+        image, width, height = self._image(line)  # boxes are in the file's pixels, whatever the decoded size
         concepts = self._concepts(record_id, line.get("elems"), width, height)
         try:
             captions = self._captions(line.get(self.config.caption_key))
@@ -102,7 +99,7 @@ class X2vlmJsonSource(RecordSource):
             for lang, texts in captions
         ]
 
-    def _image(self, line: dict[str, object]) -> Tensor:
+    def _image(self, line: dict[str, object]) -> LoadedImage:
         value = line.get(self.image_key)
         if not isinstance(value, str) or not value:
             raise BadRecord("bad_json_type", f"{self.image_key!r} must be a non-empty string")
@@ -111,12 +108,12 @@ class X2vlmJsonSource(RecordSource):
                 data = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError) as error:
                 raise BadRecord("bad_base64", f"{self.image_key!r}: {error}") from error
-            return load_image(data)
+            return load_image_sized(data, self.max_pixels)
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as error:
             raise BadRecord("bad_utf8", f"{self.image_key!r} has bytes that are not UTF-8") from error
-        return load_image(Path(self.config.image_root) / value)
+        return load_image_sized(Path(self.config.image_root) / value, self.max_pixels)
 
     def _captions(self, value: object) -> list[tuple[str | None, tuple[str, ...]]]:
         """[(language or None for the configured one, texts)]; empty when the line has no caption."""

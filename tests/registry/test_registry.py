@@ -1,7 +1,9 @@
-"""The registry: hookspecs, entry-point loading, errors (each message checked)."""
+"""The registry: hookspecs, entry-point loading, plugin isolation (SystemExit, duplicates), errors (each message
+checked)."""
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -74,14 +76,26 @@ def test_unknown_kind() -> None:
         PluginRegistry(KINDS).plugins("visoin")
 
 
-def test_duplicate_names_both_distributions() -> None:
+def test_duplicate_names_mark_both_broken_and_name_both_distributions() -> None:
     reg = PluginRegistry(KINDS)
-    reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory)), "text.bert", "x2vlm", "0.1.0")
-    with pytest.raises(DuplicatePluginError) as err:
-        reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory)), "text.mybert", "acme-nlp", "2.0")
-    msg = str(err.value)
-    assert "text plugin 'bert' is provided twice" in msg
-    assert "x2vlm 0.1.0" in msg and "acme-nlp 2.0" in msg
+    reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory),
+                                PluginSpec("text", "tiny", _Cfg, _factory)), "text.bert", "x2vlm", "0.1.0")
+    added = reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory)), "text.mybert", "acme-nlp", "2.0")
+    assert added == [] and reg.names("text") == ["tiny"]  # the module's other plugin is unaffected
+    broken = reg.broken
+    assert [(b.entry_point, b.distribution, b.kind, b.name) for b in broken] == [
+        ("text.bert", "x2vlm", "text", "bert"), ("text.mybert", "acme-nlp", "text", "bert")]
+    for b in broken:
+        assert isinstance(b.error, DuplicatePluginError)
+        assert "text plugin 'bert' is provided twice" in b.reason and "none of them is used" in b.reason
+        assert "x2vlm 0.1.0 (text.bert)" in b.reason and "acme-nlp 2.0 (text.mybert)" in b.reason
+    for ask in (lambda: reg.get("text", "bert"), lambda: reg.build("text", {"plugin": "bert"}),
+                lambda: reg.find("text.bert"), lambda: reg.find("bert")):
+        with pytest.raises(DuplicatePluginError, match=r"by x2vlm 0.1.0 \(text.bert\) and by acme-nlp 2.0"):
+            ask()
+    reg.register_module(_module(PluginSpec("text", "bert", _Cfg, _factory)), "text.third", "third", "1")
+    assert len(reg.broken) == 3 and "provided 3 times" in reg.broken[0].reason and "third 1" in reg.broken[0].reason
+    assert reg.build("text", {"plugin": "tiny", "size": 2}) == 2
 
 
 def test_bad_hook_return_is_broken_not_fatal() -> None:
@@ -165,5 +179,82 @@ def test_broken_import_keeps_others(make_distribution: Callable[..., Path]) -> N
 def test_duplicate_across_distributions(make_distribution: Callable[..., Path]) -> None:
     make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"})
     make_distribution("other-vision", "other_vision", THIRD_PARTY, {"vision.acme_tiny2": "other_vision"}, "9.0")
+    reg = PluginRegistry.from_entry_points(ENTRY_POINT_GROUP, KINDS)  # loads: the rest of the CLI still works
+    assert "timm_vit" in reg.names("vision") and "acme_tiny" not in reg.names("vision")
+    dup = [b for b in reg.broken if b.name == "acme_tiny"]
+    assert sorted(b.distribution for b in dup) == ["acme-vision", "other-vision"]
+    assert all(re.search(r"acme-vision 0.1.0 \(vision.acme_tiny\) and by other-vision 9.0", b.reason) for b in dup)
     with pytest.raises(DuplicatePluginError, match=r"acme-vision 0.1.0.*other-vision 9.0"):
+        reg.build("vision", {"plugin": "acme_tiny"})
+
+
+EXITS_AT_IMPORT = "import sys\nsys.exit(3)\n"
+
+EXITS_IN_HOOK = """
+import sys
+from registry import hookimpl
+
+@hookimpl
+def x2vlm_provide_plugins():
+    sys.exit("leaving")
+"""
+
+RAISES_BASE_EXCEPTION = """
+class Odd(BaseException):
+    pass
+
+raise Odd("not an Exception subclass")
+"""
+
+
+def test_base_exceptions_from_plugins_are_kept_broken(make_distribution: Callable[..., Path]) -> None:
+    make_distribution("acme-exit", "acme_exit", EXITS_AT_IMPORT, {"text.acme_exit": "acme_exit"})
+    make_distribution("acme-hook", "acme_hook", EXITS_IN_HOOK, {"text.acme_hook": "acme_hook"})
+    make_distribution("acme-odd", "acme_odd", RAISES_BASE_EXCEPTION, {"text.acme_odd": "acme_odd"})
+    make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"})
+    reg = PluginRegistry.from_entry_points(ENTRY_POINT_GROUP, KINDS)
+    reasons = {b.entry_point: (b.distribution, b.reason) for b in reg.broken}
+    assert reasons["text.acme_exit"] == ("acme-exit", "SystemExit: 3")
+    assert reasons["text.acme_hook"] == ("acme-hook", "SystemExit: leaving")
+    assert reasons["text.acme_odd"] == ("acme-odd", "Odd: not an Exception subclass")
+    assert "acme_tiny" in reg.names("vision") and "bert" in reg.names("text")
+    with pytest.raises(PluginLoadError, match=r"'text.acme_exit' from acme-exit failed to load: SystemExit: 3"):
+        reg.get("text", "acme_exit")
+
+
+def test_keyboard_interrupt_still_stops(make_distribution: Callable[..., Path]) -> None:
+    reg = PluginRegistry(KINDS)
+
+    @hookimpl
+    def x2vlm_provide_plugins() -> list[PluginSpec]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reg.register_module(types.SimpleNamespace(x2vlm_provide_plugins=x2vlm_provide_plugins), "ctrl_c")
+    make_distribution("acme-ctrlc", "acme_ctrlc", "raise KeyboardInterrupt\n", {"text.acme_ctrlc": "acme_ctrlc"})
+    with pytest.raises(KeyboardInterrupt):
         PluginRegistry.from_entry_points(ENTRY_POINT_GROUP, KINDS)
+
+
+def test_cli_lists_broken_and_duplicate_plugins(
+    make_distribution: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from x2vlm_core.cli import main
+    from x2vlm_core.discovery import default_registry
+
+    make_distribution("acme-exit", "acme_exit", EXITS_AT_IMPORT, {"text.acme_exit": "acme_exit"})
+    make_distribution("acme-vision", "acme_vision", THIRD_PARTY, {"vision.acme_tiny": "acme_vision"})
+    make_distribution("other-vision", "other_vision", THIRD_PARTY, {"vision.acme_tiny2": "other_vision"}, "9.0")
+    default_registry.cache_clear()
+    try:
+        assert main(["plugins"]) == 0
+        out = capsys.readouterr().out
+        assert main(["plugins", "show", "acme_tiny"]) == 2
+        err = capsys.readouterr().err
+    finally:
+        default_registry.cache_clear()  # later tests must not see the throwaway distributions
+    assert re.search(r"^vision\s+timm_vit\s", out, re.MULTILINE)
+    assert "BROKEN  text.acme_exit  acme-exit  SystemExit: 3" in out
+    assert "BROKEN  vision.acme_tiny  acme-vision  DuplicatePluginError: vision plugin 'acme_tiny'" in out
+    assert "BROKEN  vision.acme_tiny2  other-vision  DuplicatePluginError" in out
+    assert "provided twice" in err and "acme-vision 0.1.0" in err and "other-vision 9.0" in err

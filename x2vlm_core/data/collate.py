@@ -3,23 +3,50 @@
 A batch holds at most `image_pairs` image-caption pairs, `box_pairs` object/region box-text pairs and
 `video_pairs` video-caption pairs, so its memory is predictable. Rows are ordered
 [image pairs | box pairs | video pairs] (see `Batch`).
+
+`make_loader` returns a `BatchLoader`: DataLoader workers send, with every batch, what their copies of
+the sources counted since their previous batch (records read, skipped and dropped per reason) and the
+log records they emitted, so the main process holds the counts of all workers (`BatchLoader.report()`)
+and prints every warning itself (one place, which the progress bar can keep tidy).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from x2vlm_core.contracts import Batch, Concept, ConceptKind, DataSource, Sample, Tokenizer
-from x2vlm_core.data.records import DataError
+from x2vlm_core.contracts import (
+    Batch,
+    Concept,
+    ConceptKind,
+    DataSource,
+    PairSample,
+    QASample,
+    Record,
+    Sample,
+    Tokenizer,
+)
+from x2vlm_core.data.counts import SourceCounts, counts_of
+from x2vlm_core.data.errors import DataError
 from x2vlm_core.data.transforms import SampleAugment, normalise, resize
 
-__all__ = ["BatchBuilder", "BatchStream", "MixedStream", "make_loader", "stable_id", "texts_of"]
+__all__ = [
+    "BatchBuilder",
+    "BatchLoader",
+    "BatchStream",
+    "MixedStream",
+    "make_loader",
+    "record_texts",
+    "stable_id",
+    "texts_of",
+]
 
 WHOLE = (0.5, 0.5, 1.0, 1.0)
 
@@ -166,7 +193,8 @@ class MixedStream:
     """An endless stream of Samples drawing from `sources` with probabilities ∝ `weights`.
 
     Deterministic for a seed (each DataLoader worker uses seed and its worker id). A source that runs
-    out starts over (next epoch); one that yields nothing in a whole pass raises DataError.
+    out starts over (next epoch); one that yields nothing in a whole pass raises DataError. `drawn[i]`
+    counts the samples drawn from source i in this process.
     """
 
     def __init__(self, sources: Sequence[DataSource], weights: Sequence[float], seed: int = 0) -> None:
@@ -175,6 +203,7 @@ class MixedStream:
         if any(not w > 0 for w in weights):
             raise ValueError(f"MixedStream: weights must be > 0 (got {list(weights)})")
         self.sources, self.weights, self.seed = list(sources), [float(w) for w in weights], seed
+        self.drawn = [0] * len(self.sources)
 
     def __iter__(self) -> Iterator[Sample]:
         generator = torch.Generator().manual_seed(self.seed * 7919 + _worker_id())
@@ -182,19 +211,35 @@ class MixedStream:
         iterators = [iter(s) for s in self.sources]
         while True:
             for i in torch.multinomial(probs, 256, replacement=True, generator=generator).tolist():
-                try:
-                    yield next(iterators[i])
-                except StopIteration:
-                    iterators[i] = iter(self.sources[i])
-                    try:
-                        yield next(iterators[i])
-                    except StopIteration:
-                        source = self.sources[i]
-                        raise DataError(
-                            f"data source {source.name!r} yields no samples on this process (records are split "
-                            f"over ranks × DataLoader workers; skipped: {source.skipped or 'none'}). "
-                            "Check its paths, or use fewer workers for a tiny data set."
-                        ) from None
+                sample = self._next(iterators, i)
+                self.drawn[i] += 1
+                yield sample
+
+    def _next(self, iterators: list[Iterator[Record]], i: int) -> Sample:
+        """The next sample of source i, starting it over once when it runs out."""
+        source = self.sources[i]
+        try:
+            record = next(iterators[i])
+        except StopIteration:
+            iterators[i] = iter(source)
+            try:
+                record = next(iterators[i])
+            except StopIteration:
+                raise DataError(
+                    f"data source {source.name!r} yields no samples on this process (records are split "
+                    f"over ranks × DataLoader workers; skipped: {source.skipped or 'none'}). "
+                    "Check its paths, or use fewer workers for a tiny data set."
+                ) from None
+        if not isinstance(record, Sample):
+            raise DataError(
+                f"data source {source.name!r} yields {type(record).__name__} records; pretraining batches are "
+                "built from Sample records (image or video with captions/boxes): move it to a task's data"
+            )
+        return record
+
+    def counts(self) -> list[SourceCounts]:
+        """Per source (in order): its counts in this process, with the samples drawn from it."""
+        return [replace(counts_of(s), samples=n) for s, n in zip(self.sources, self.drawn, strict=True)]
 
 
 class BatchStream(IterableDataset):  # type: ignore[type-arg]
@@ -251,30 +296,158 @@ class BatchStream(IterableDataset):  # type: ignore[type-arg]
         return sum(len(s.concepts) for s in region_only) >= b.box_pairs
 
 
-def make_loader(stream: MixedStream, builder: BatchBuilder, num_workers: int) -> DataLoader:  # type: ignore[type-arg]
-    """A DataLoader yielding Batches built in `num_workers` worker processes (0 = in this process).
+@dataclass
+class _Delivery:
+    """What one (worker) process sends per batch: the batch, the per-source count deltas since its
+    previous batch, and the log records it emitted meanwhile."""
+
+    batch: Batch
+    counts: list[SourceCounts]
+    logs: list[logging.LogRecord]
+
+
+class _LogBuffer(logging.Handler):
+    """Holds a worker's log records (message formatted, arguments dropped so they pickle) until its next batch."""
+
+    limit = 1000  # records kept between two batches; more are counted, not kept
+
+    def __init__(self, replaced: list[logging.Handler]) -> None:
+        super().__init__()
+        self.replaced = replaced  # the handlers this buffer took over from (used if the worker fails)
+        self.records: list[logging.LogRecord] = []
+        self.lost = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) >= self.limit:
+            self.lost += 1
+            return
+        message = self.format(record)
+        plain = {k: v for k, v in vars(record).items() if isinstance(v, (str, int, float, bool, type(None)))}
+        plain.update(msg=message, message=message, args=None, exc_info=None, exc_text=None)
+        self.records.append(logging.makeLogRecord(plain))
+
+    def take(self) -> list[logging.LogRecord]:
+        records, self.records = self.records, []
+        if self.lost:
+            note = logging.makeLogRecord({"name": "x2vlm.data", "levelno": logging.WARNING, "levelname": "WARNING",
+                                          "msg": f"a DataLoader worker logged {self.lost} more records (not shown)"})
+            records.append(note)
+            self.lost = 0
+        return records
+
+    def flush_to_replaced(self) -> None:
+        """Write the held records through the original handlers (the worker is failing: no next batch)."""
+        for record in self.take():
+            for handler in self.replaced:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+
+_worker_logs: _LogBuffer | None = None
+
+
+def _capture_worker_logs() -> _LogBuffer | None:
+    """In a DataLoader worker: route the root logger's records into a buffer (once per worker process)."""
+    global _worker_logs
+    if get_worker_info() is None:
+        return None
+    if _worker_logs is None:
+        root = logging.getLogger()
+        _worker_logs = _LogBuffer(list(root.handlers))
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.addHandler(_worker_logs)
+    return _worker_logs
+
+
+class _CountedBatches(IterableDataset):  # type: ignore[type-arg]
+    """BatchStream → _Delivery: each batch with the count deltas and log records of this process."""
+
+    def __init__(self, batches: BatchStream) -> None:
+        super().__init__()
+        self.batches = batches
+        self._sent: list[SourceCounts] | None = None  # counts already sent by this process
+
+    def __iter__(self) -> Iterator[_Delivery]:
+        logs = _capture_worker_logs()
+        try:
+            for batch in self.batches:
+                yield _Delivery(batch, self._deltas(), logs.take() if logs is not None else [])
+        except Exception:
+            if logs is not None:  # the error reaches the main process; the warnings before it must too
+                logs.flush_to_replaced()
+            raise
+
+    def _deltas(self) -> list[SourceCounts]:
+        now = self.batches.stream.counts()
+        sent = self._sent if self._sent is not None else [SourceCounts(c.name) for c in now]
+        self._sent = now
+        return [n.minus(s) for n, s in zip(now, sent, strict=True)]
+
+
+def _as_is(delivery: _Delivery) -> _Delivery:
+    return delivery
+
+
+class BatchLoader:
+    """Endless Batches built in `num_workers` DataLoader worker processes (0 = in this process), and the
+    per-source counts summed over all of them (`report()`).
 
     Each worker iterates its own share of every source (sources split records by get_worker_info()).
+    Workers' log records are re-emitted here, through this process's logging handlers.
     """
-    return DataLoader(
-        BatchStream(stream, builder),
-        batch_size=None,  # the builder already batches
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-    )
+
+    def __init__(self, stream: MixedStream, builder: BatchBuilder, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self._loader = DataLoader(
+            _CountedBatches(BatchStream(stream, builder)),
+            batch_size=None,  # the builder already batches
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            collate_fn=_as_is,  # type: ignore[arg-type]  # batch_size=None: called on each item, not a list
+        )
+        self._totals = [SourceCounts(s.name) for s in stream.sources]
+
+    def __iter__(self) -> Iterator[Batch]:
+        for delivery in self._loader:
+            self._totals = [t.plus(d) for t, d in zip(self._totals, delivery.counts, strict=True)]
+            for record in delivery.logs:
+                logging.getLogger(record.name).handle(record)
+            yield delivery.batch
+
+    def report(self) -> tuple[SourceCounts, ...]:
+        """Per source, in the stream's order: records read, skipped and dropped per reason, samples drawn —
+        over every worker, for the batches delivered so far (not those still prefetched)."""
+        return tuple(self._totals)
+
+
+def make_loader(stream: MixedStream, builder: BatchBuilder, num_workers: int) -> BatchLoader:
+    """A BatchLoader over `stream` (see BatchLoader): iterate it for Batches, ask `report()` for the counts."""
+    return BatchLoader(stream, builder, num_workers)
+
+
+def record_texts(record: Record) -> tuple[str, ...]:
+    """Every text of a record: captions and concept texts, a question (and its answers), a statement."""
+    if isinstance(record, Sample):
+        return (*record.captions, *(c.text for c in record.concepts))
+    if isinstance(record, QASample):
+        return (record.question, *dict.fromkeys(record.answers))  # repeated answers once
+    if isinstance(record, PairSample):
+        return (record.text,)
+    return tuple(record.captions)
 
 
 def texts_of(sources: Iterable[DataSource], limit: int) -> Iterator[str]:
-    """Up to `limit` texts (captions and concept texts), taken round-robin from the sources (one pass each)."""
+    """Up to `limit` texts (`record_texts`), taken round-robin from the sources (one pass each)."""
     iterators = [iter(s) for s in sources]
     count = 0
     while iterators and count < limit:
         for it in list(iterators):
-            sample = next(it, None)
-            if sample is None:
+            record = next(it, None)
+            if record is None:
                 iterators.remove(it)
                 continue
-            for text in (*sample.captions, *(c.text for c in sample.concepts)):
+            for text in record_texts(record):
                 if count >= limit:
                     return
                 yield text

@@ -3,6 +3,10 @@
 A data source never raises mid-stream for one bad record: the parser raises `BadRecord(reason)`, the
 source counts it in a `SkipCounter` (logged once per reason) and moves on. Only when too many records
 are bad (`max_bad_fraction`) does the source stop with a `DataError` naming itself and the counts.
+
+Each record is counted once: a source read again (the next epoch) re-reads its records in the same
+order, and `ReadMark` tells the counter which ones it has already counted. `RecordSourceConfig` holds
+the fields every file-backed source shares (name, bad-record limits, image pixel cap).
 """
 
 from __future__ import annotations
@@ -13,22 +17,31 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import torch
-from torch import Tensor
+from pydantic import BaseModel, ConfigDict, Field
 
-from registry import PluginError
 from x2vlm_core.contracts import Sample
+from x2vlm_core.data.counts import SourceCounts
+from x2vlm_core.data.errors import BadRecord, DataError
+from x2vlm_core.data.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, load_image_sized
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "BadRecord",
     "DataError",
+    "LoadedImage",
+    "ReadMark",
     "RecordSource",
+    "RecordSourceConfig",
     "SkipCounter",
+    "SourceName",
+    "check_rank",
     "clean_texts",
     "expand_paths",
     "load_image",
+    "load_image_sized",
     "parse_json_line",
     "pixel_box_to_normalised",
     "read_json",
@@ -41,24 +54,13 @@ _log = logging.getLogger("x2vlm.data")
 T = TypeVar("T")
 
 
-class DataError(PluginError):
-    """A data source cannot go on (too many bad records, unreadable index file, ...)."""
-
-
-class BadRecord(Exception):
-    """One record (or one part of it) is unusable; `reason` is a short snake_case key for the counts."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason, self.detail = reason, detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-
-
 class SkipCounter:
-    """Counts skipped records (and dropped parts, e.g. boxes) per reason for one source.
+    """Counts records seen, skipped records and dropped parts (a box, a caption) per reason for one source.
 
-    Each reason is logged once (source name, record id, detail); later ones are only counted.
-    With `max_bad_fraction`, once at least `min_records` records were seen, a bad-record fraction
-    above it raises `DataError` naming the source and the reason counts.
+    Each reason is logged once (source name, record id, detail); later ones are only counted. While
+    `counting` is False (the source re-reads records it counted before) nothing is counted. With
+    `max_bad_fraction`, once at least `min_records` records were seen, a bad-record fraction above it
+    raises `DataError` naming the source and the reason counts.
     """
 
     def __init__(
@@ -76,16 +78,20 @@ class SkipCounter:
         self.seen = 0  # records attempted
         self.bad = 0  # records skipped
         self.skipped: dict[str, int] = {}  # reason -> count (skipped records)
-        self.dropped: dict[str, int] = {}  # reason -> count (dropped parts of kept records)
+        self.dropped: dict[str, int] = {}  # reason -> count (dropped parts of records)
+        self.counting = True
         self._logged: set[str] = set()
         self._log = logger if logger is not None else _log
 
     def ok(self) -> None:
         """A record was yielded."""
-        self.seen += 1
+        if self.counting:
+            self.seen += 1
 
     def skip(self, reason: str, record_id: str, detail: str = "") -> None:
         """A whole record was skipped."""
+        if not self.counting:
+            return
         self.seen += 1
         self.bad += 1
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -93,17 +99,15 @@ class SkipCounter:
         self._check()
 
     def drop(self, reason: str, record_id: str, detail: str = "") -> None:
-        """A part of a record (a box, one caption) was dropped; the record itself is kept."""
+        """A part of a record (a box, one caption) was dropped; the record itself may be kept."""
+        if not self.counting:
+            return
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self._log_once(reason, record_id, detail, "dropping part of record")
 
-    @property
-    def counts(self) -> dict[str, int]:
-        """All reasons: skipped records and dropped parts (what a DataSource reports as `skipped`)."""
-        merged = dict(self.skipped)
-        for reason, n in self.dropped.items():
-            merged[reason] = merged.get(reason, 0) + n
-        return merged
+    def snapshot(self) -> SourceCounts:
+        """The counts so far (records seen, skipped and dropped per reason)."""
+        return SourceCounts(self.source, self.seen, 0, dict(self.skipped), dict(self.dropped))
 
     def summary(self) -> str:
         """One line: records seen, skipped per reason, dropped parts per reason."""
@@ -143,10 +147,30 @@ class SkipCounter:
             )
 
 
+class ReadMark:
+    """Which records of a pass are read for the first time: a pass visits positions 0, 1, 2, ... in the
+    same order every time, so every position below the highest one reached was counted before."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def first_time(self, position: int) -> bool:
+        """True once per position (the first pass that reaches it)."""
+        if position < self._next:
+            return False
+        self._next = position + 1
+        return True
+
+
+def check_rank(rank: int, world_size: int, owner: str) -> None:
+    """The one rank/world-size check of the data sources: ValueError naming `owner` unless 0 ≤ rank < world_size."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"{owner}: rank {rank} is not in [0, world_size={world_size})")
+
+
 def record_shard(rank: int, world_size: int) -> tuple[int, int]:
     """(index, count) of this process's share: ranks × DataLoader workers, rank-major."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    check_rank(rank, world_size, "data source")
     info = torch.utils.data.get_worker_info()
     workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
     return rank * workers + worker, world_size * workers
@@ -158,28 +182,6 @@ def take_shard(items: Iterable[T], rank: int, world_size: int) -> Iterator[T]:
     for i, item in enumerate(items):
         if i % count == index:
             yield item
-
-
-def load_image(path: str | Path | bytes) -> Tensor:
-    """Read an image file (or encoded bytes) → uint8 [3, H, W] RGB; raises BadRecord when missing/unreadable."""
-    import io
-
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    if not isinstance(path, bytes) and not Path(path).is_file():
-        raise BadRecord("missing_file", str(path))
-    try:
-        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
-            im.load()  # decode now: truncated files fail here, not later in a worker
-            rgb = im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        name = "<bytes>" if isinstance(path, bytes) else str(path)
-        raise BadRecord("unreadable_image", f"{name}: {error}") from error
-    array = np.asarray(rgb, dtype=np.uint8)
-    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise BadRecord("unreadable_image", f"empty image {array.shape}")
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def pixel_box_to_normalised(box: object, width: int, height: int) -> tuple[float, float, float, float]:
@@ -276,24 +278,56 @@ def clean_texts(value: object, field: str) -> tuple[str, ...]:
 
 R = TypeVar("R")
 
+SourceName = Annotated[str, Field(min_length=1, description="source name in logs, skip counts and Sample.source")]
+
+
+class RecordSourceConfig(BaseModel):
+    """Fields every file-backed data source shares; a plugin's config subclasses it and gives `name` its
+    default (`name: SourceName = "coco"`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: SourceName
+    max_bad_fraction: float | None = Field(
+        None, ge=0.0, le=1.0, description="stop with an error when a larger fraction of records is bad"
+    )
+    min_records: int = Field(100, gt=0, description="records seen before max_bad_fraction applies")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, gt=0,
+        description="images with more pixels are reduced while decoding; far larger ones are skipped (image_too_large)",
+    )
+
 
 class RecordSource:
     """Base of the file-backed data sources: shards records over ranks × workers, parses each one,
-    and turns BadRecord into a counted skip. Subclasses implement `_records` and `_parse`."""
+    and turns BadRecord into a counted skip. Subclasses implement `_records` and `_parse`.
+
+    `_records` must give the same records in the same order on every call: a second pass (the next
+    epoch) is then recognised and its records are not counted again.
+    """
 
     name: str
 
-    def __init__(
-        self, name: str, rank: int, world_size: int, max_bad_fraction: float | None, min_records: int
-    ) -> None:
-        record_shard(rank, world_size)  # validate early
-        self.name, self.rank, self.world_size = name, rank, world_size
-        self.counter = SkipCounter(name, max_bad_fraction, min_records)
+    def __init__(self, config: RecordSourceConfig, rank: int, world_size: int) -> None:
+        check_rank(rank, world_size, f"data source {config.name!r}")
+        self.name, self.rank, self.world_size = config.name, rank, world_size
+        self.max_pixels = config.max_pixels
+        self.counter = SkipCounter(config.name, config.max_bad_fraction, config.min_records)
+        self._mark = ReadMark()
 
     @property
     def skipped(self) -> dict[str, int]:
-        """reason → count (skipped records and dropped boxes/captions) on this process."""
-        return self.counter.counts
+        """reason → records skipped, on this process (each record counted once, however often it is read)."""
+        return dict(self.counter.skipped)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """reason → parts (boxes, captions) dropped from records, on this process."""
+        return dict(self.counter.dropped)
+
+    def source_counts(self) -> SourceCounts:
+        """Records read, skipped and dropped per reason, on this process."""
+        return self.counter.snapshot()
 
     def __iter__(self) -> Iterator[Sample]:
         return self._iterate(self._records(), self._parse)
@@ -301,7 +335,8 @@ class RecordSource:
     def _iterate(
         self, records: Iterable[tuple[str, R]], parse: Callable[[str, R], Iterable[Sample]]
     ) -> Iterator[Sample]:
-        for record_id, record in take_shard(records, self.rank, self.world_size):
+        for position, (record_id, record) in enumerate(take_shard(records, self.rank, self.world_size)):
+            self.counter.counting = self._mark.first_time(position)
             try:
                 samples = list(parse(record_id, record))
             except BadRecord as bad:

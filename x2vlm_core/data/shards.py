@@ -1,7 +1,8 @@
 """Write Samples as webdataset tar shards: `<key>.png` (image) or `<key>.mp4` (clip) plus `<key>.json`.
 
 The json part holds `key`, `source`, `captions`, `language` and `concepts` [{box: [cx, cy, w, h],
-text, kind}] with kind one of "image", "object", "region", "video". Each shard is written under a
+text, kind, attributes?}] with kind one of "image", "object", "region", "video" (attributes only when
+the concept has some). Each shard is written under a
 temporary name and renamed when complete, so a reader never sees half a shard. Members carry fixed
 metadata (mtime 0, mode 0644), so the same samples give byte-identical shards.
 """
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from x2vlm_core.contracts import Sample
+from x2vlm_core.contracts import Concept, Sample
 
 __all__ = ["SHARD_PATTERN", "encode_png", "encode_video", "record_json", "write_shards"]
 
@@ -72,10 +73,16 @@ def record_json(sample: Sample) -> dict[str, Any]:
         "source": sample.source,
         "captions": list(sample.captions),
         "language": sample.language,
-        "concepts": [
-            {"box": [float(v) for v in c.box], "text": c.text, "kind": c.kind.name.lower()} for c in sample.concepts
-        ],
+        "concepts": [_concept_json(c) for c in sample.concepts],
     }
+
+
+def _concept_json(concept: Concept) -> dict[str, Any]:
+    out: dict[str, Any] = {"box": [float(v) for v in concept.box], "text": concept.text,
+                           "kind": concept.kind.name.lower()}
+    if concept.attributes:
+        out["attributes"] = list(concept.attributes)
+    return out
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -1,5 +1,7 @@
 """Video decoding with PyAV: pick frames by time (paper: 1 frame per second) or F frames over the clip.
 
+Frames larger than `max_pixels` are scaled down (aspect kept) while they are converted to RGB.
+
 Long clips are read by seeking to each target time (from the keyframe before it) instead of decoding
 every frame; short clips are decoded sequentially (one pass is cheaper than several seeks). A frame
 "at time t" is the frame shown at t: the last one whose timestamp is ≤ t.
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from x2vlm_core.data.records import BadRecord
+from x2vlm_core.data.errors import BadRecord
 
 __all__ = ["VideoDecodeError", "decode_video", "sample_times"]
 
@@ -62,19 +64,26 @@ def decode_video(
     fps: float | None = None,
     size: int | None = None,
     seek_after_s: float = 10.0,
+    max_pixels: int | None = None,
 ) -> Tensor:
     """Decode a video file or its bytes → uint8 [F, 3, H, W] RGB (H = W = size when size is given).
 
     Frames are chosen by `sample_times` (frames and/or fps). Clips longer than `seek_after_s` seconds
-    are read by seeking; shorter ones sequentially. Raises VideoDecodeError (reason "missing_file",
-    "unreadable_video", "truncated_video" or "empty_video") for a bad file.
+    are read by seeking; shorter ones sequentially. Without `size`, frames of more than `max_pixels`
+    pixels are scaled down to fit. Raises VideoDecodeError (reason "missing_file", "unreadable_video",
+    "truncated_video" or "empty_video") for a bad file.
     """
-    out, _ = _decode(source, frames, fps, size, seek_after_s)
+    out, _ = _decode(source, frames, fps, size, seek_after_s, max_pixels)
     return out
 
 
 def _decode(
-    source: str | Path | bytes, frames: int | None, fps: float | None, size: int | None, seek_after_s: float
+    source: str | Path | bytes,
+    frames: int | None,
+    fps: float | None,
+    size: int | None,
+    seek_after_s: float,
+    max_pixels: int | None = None,
 ) -> tuple[Tensor, int]:
     """decode_video plus the number of frames decoded (tests check that seeking decodes fewer)."""
     av = _import_av()
@@ -101,7 +110,7 @@ def _decode(
                 picked, n_decoded = _pick_sequentially(container, stream, frames, fps, duration, name)
         except av.FFmpegError as error:
             raise VideoDecodeError("truncated_video", f"{name}: {error}") from error
-        arrays = [_to_rgb(frame, size) for frame in picked]
+        arrays = [_to_rgb(frame, size, max_pixels) for frame in picked]
     finally:
         container.close()
     return torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays]).contiguous(), n_decoded
@@ -178,7 +187,16 @@ def _pick_by_seeking(container: Any, stream: Any, targets: list[float], name: st
     return picked, n_decoded
 
 
-def _to_rgb(frame: Any, size: int | None) -> Any:
-    if size is None:
+def _capped(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """(width, height) scaled down, aspect kept, to at most max_pixels pixels (unchanged when it fits)."""
+    if max_pixels is None or width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+
+
+def _to_rgb(frame: Any, size: int | None, max_pixels: int | None) -> Any:
+    width, height = (size, size) if size is not None else _capped(frame.width, frame.height, max_pixels)
+    if (width, height) == (frame.width, frame.height):
         return frame.to_ndarray(format="rgb24")
-    return frame.reformat(width=size, height=size, format="rgb24").to_ndarray()
+    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()

@@ -80,6 +80,8 @@ def test_reads_split_and_counts_bad_records(tmp_path: Path) -> None:
     }
     test = CocoSource(CocoConfig(annotations=str(path), image_root=str(tmp_path / "coco"), splits=("test",)))
     assert [s.captions for s in test] == [("held out",)]
+    capped = CocoSource(CocoConfig(annotations=str(path), image_root=str(tmp_path / "coco"), max_pixels=150))
+    assert next(iter(capped)).image.shape == (3, 10, 15)  # type: ignore[union-attr]  # 30 x 20 at half size
 
 
 def test_non_utf8_bytes_in_the_file_skip_only_that_record(tmp_path: Path) -> None:

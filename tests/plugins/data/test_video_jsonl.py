@@ -62,3 +62,5 @@ def test_decodes_clips_and_skips_bad_ones(tmp_path: Path) -> None:
         VideoJsonlConfig(paths=(str(path),), video_root=str(tmp_path / "v"), frames=4, fps=None)
     )
     assert next(iter(fixed)).frames.shape == (4, 3, 24, 32)  # type: ignore[union-attr]
+    capped = VideoJsonlSource(VideoJsonlConfig(paths=(str(path),), video_root=str(tmp_path / "v"), max_pixels=200))
+    assert next(iter(capped)).frames.shape == (3, 3, 12, 16)  # type: ignore[union-attr]

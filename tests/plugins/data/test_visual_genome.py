@@ -83,16 +83,8 @@ def test_objects_attributes_regions(tmp_path: Path) -> None:
     assert first.concepts[1].box == pytest.approx((0.125, 0.25, 0.25, 0.5))
     assert second.key == "vg:2" and second.concepts[0].text == "cat"
     assert second.concepts[0].box == pytest.approx((0.25, 0.25, 0.5, 0.5))
-    assert source.skipped == {
-        "box_zero_area": 1,
-        "empty_caption": 1,
-        "bad_box": 1,
-        "unreadable_image": 1,
-        "missing_file": 1,
-        "box_outside_image": 1,
-        "no_usable_boxes": 1,
-        "bad_json_type": 1,
-    }
+    assert source.skipped == {"unreadable_image": 1, "missing_file": 1, "no_usable_boxes": 1, "bad_json_type": 1}
+    assert source.dropped == {"box_zero_area": 1, "empty_caption": 1, "bad_box": 1, "box_outside_image": 1}
 
 
 def test_size_from_file_without_image_data(tmp_path: Path) -> None:
@@ -103,3 +95,11 @@ def test_size_from_file_without_image_data(tmp_path: Path) -> None:
     first = collect(source)[0]
     assert first.concepts[0].text == "dog" and first.concepts[0].box == pytest.approx((0.2, 0.2, 0.2, 0.2))
     assert source.skipped["missing_file"] == 2  # image 2 is only in VG_100K_2
+
+
+def test_boxes_refer_to_the_file_size_when_the_image_is_reduced(tmp_path: Path) -> None:
+    files = vg(tmp_path)
+    cfg = VisualGenomeConfig(image_roots=(str(tmp_path / "VG_100K"),), objects=files["objects"], max_pixels=1250)
+    first = collect(VisualGenomeSource(cfg))[0]
+    assert first.image is not None and first.image.shape == (3, 25, 50)  # 100 x 50 decoded at half size
+    assert first.concepts[0].box == pytest.approx((0.2, 0.2, 0.2, 0.2))

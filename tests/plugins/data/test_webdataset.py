@@ -92,6 +92,7 @@ def test_round_trip_is_exact(world: tuple[Path, list[Sample]]) -> None:
         assert (b.key, b.source, b.captions, b.language, b.concepts) == (a.key, a.source, a.captions, a.language, a.concepts)
         assert b.image is not None and a.image is not None and b.frames is None
         assert b.image.dtype == torch.uint8 and torch.equal(a.image, b.image)
+    assert any(c.attributes for s in got for c in s.concepts)  # concept attributes survive the shards
 
 
 def test_video_round_trip(tmp_path: Path) -> None:
@@ -172,6 +173,16 @@ def test_repeat_cycles_with_a_new_order(world: tuple[Path, list[Sample]]) -> Non
     assert sorted(first) == sorted(second) == sorted(s.key for s in samples)
     assert first != second
     assert sorted(keys[80:]) == sorted(set(keys[80:]))
+    assert stream.source_counts().records == 40  # three epochs read, each record counted once
+
+
+def test_repeat_over_shards_without_a_good_record_stops(tmp_path: Path) -> None:
+    with tarfile.open(tmp_path / "shard-000000.tar", "w") as tar:
+        add(tar, "a.json", good_json())  # no image: missing_media
+    with pytest.raises(DataError, match=r"a whole pass over 1 shard\(s\) yielded no record.*missing_media"):
+        next(iter(source(str(tmp_path), repeat=True)))
+    with pytest.raises(DataError, match=r"'webdataset': 1 of 1 records are bad"):
+        next(iter(source(str(tmp_path), max_bad_fraction=0.0, min_records=1)))
 
 
 # ------------------------------------------------------------------------------------------ bad records
@@ -211,15 +222,17 @@ def test_bad_records_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogC
     got = list(ds)
     assert [s.key for s in got] == ["good1", "good2", "good3"]
     assert got[1].captions == () and got[1].language == "de" and len(got[1].concepts) == 1
-    assert ds.skipped == {
+    expected = {
         "unreadable_image": 1, "bad_json": 1, "box_outside_image": 1, "box_zero_area": 1, "empty_caption": 1,
         "missing_json": 1, "missing_media": 1, "bad_concept_kind": 1, "bad_shard": 1,
     }
+    assert ds.skipped == expected and ds.dropped == {}
+    assert ds.source_counts().records == 12  # 3 good, 8 bad records, 1 lost with the cut shard
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("shard-000000.tar:corrupt" in w and "unreadable_image" in w for w in warnings)
     assert any("shard-000001.tar" in w and "bad_shard" in w for w in warnings)
-    # logged once per reason: a second pass counts again but logs nothing new
+    # a second pass re-reads the same records: nothing is counted or logged again
     before = len(warnings)
-    list(ds)
-    assert ds.skipped["bad_json"] == 2
+    assert [s.key for s in ds] == ["good1", "good2", "good3"]
+    assert ds.skipped == expected and ds.source_counts().records == 12
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == before

@@ -1,8 +1,13 @@
-"""x2vlm_json: official line-JSON files, path and base64 images, captions, elems, bad records, sharding."""
+"""x2vlm_json: official line-JSON files, path and base64 images, captions, elems, bad records, sharding,
+counts summed over real DataLoader workers, the pixel cap."""
 
 from __future__ import annotations
 
 import base64
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -13,8 +18,10 @@ from pydantic import ValidationError
 
 from plugins.data.x2vlm_json import X2vlmJsonConfig, X2vlmJsonSource
 from registry import PluginRegistry
-from x2vlm_core.contracts import ConceptKind, DataSource
+from x2vlm_core.contracts import ConceptKind, DataSource, TokenizedText
 from x2vlm_core.contracts.factories import KINDS
+from x2vlm_core.data.collate import BatchBuilder, MixedStream, make_loader
+from x2vlm_core.data.counts import SourceCounts
 from x2vlm_core.data.records import DataError
 
 
@@ -137,8 +144,9 @@ def test_region_elems_become_concepts_with_normalised_boxes(tmp_path: Path) -> N
     assert dog.box == pytest.approx((0.2, 0.2, 0.2, 0.2))
     assert sky.box == pytest.approx((0.95, 0.9, 0.1, 0.2))
     assert second.captions == () and second.concepts[0].box == pytest.approx((0.25, 0.5, 0.5, 1.0))
-    assert source.skipped == {"box_outside_image": 1, "box_zero_area": 1, "empty_caption": 2, "bad_box": 1}
-    assert source.counter.bad == 1  # only the last line was skipped; the others lost single boxes
+    assert source.skipped == {"empty_caption": 1}  # only the last line was skipped
+    assert source.dropped == {"box_outside_image": 1, "box_zero_area": 1, "empty_caption": 1, "bad_box": 1}
+    assert source.counter.bad == 1
     strict = X2vlmJsonSource(X2vlmJsonConfig(paths=(str(tmp_path / "*.json"),), image_root=str(tmp_path)))
     assert len(collect(strict)) == 1 and strict.skipped["empty_caption"] >= 2
 
@@ -185,3 +193,77 @@ def test_built_by_name_through_the_registry(tmp_path: Path) -> None:
     section = {"plugin": "x2vlm_json", "paths": [str(path)], "image_root": str(tmp_path)}
     source = registry.build("data", section, "data.sources.0", rank=0, world_size=1)
     assert isinstance(source, X2vlmJsonSource) and [s.captions for s in source] == [("c",)]
+
+
+class CharTokenizer:
+    """Characters → ids; [CLS] text [SEP] pad (enough to build batches)."""
+
+    vocab_size, pad_id, cls_id, sep_id, mask_id, unk_id = 300, 0, 1, 2, 3, 4
+
+    def __call__(self, texts: Sequence[str], max_len: int) -> TokenizedText:
+        ids = torch.zeros(len(texts), max_len, dtype=torch.long)
+        for row, text in enumerate(texts):
+            seq = [*[1, *(5 + ord(c) % 250 for c in text)][: max_len - 1], 2]
+            ids[row, : len(seq)] = torch.tensor(seq)
+        return TokenizedText(ids, ids != 0, torch.full_like(ids, -1))
+
+    def save(self, directory: str) -> None:  # pragma: no cover - not used
+        raise NotImplementedError
+
+
+def nineteen_lines(tmp_path: Path) -> X2vlmJsonConfig:
+    """19 lines: 12 good (3 of them lose one box), 7 bad (3 missing images, 2 bad JSON, 2 empty captions)."""
+    write_image(tmp_path / "a.png", 16, 16)
+    box = {"caption": "dot", "bb": [2, 2, 4, 4]}
+    lines: list[object | bytes] = []
+    for i in range(19):
+        kind = i % 8
+        if kind == 0:
+            lines.append({"image": f"gone{i}.png", "caption": "x"})
+        elif kind == 3:
+            lines.append(b"{not json")
+        elif kind == 6:
+            lines.append({"image": "a.png", "caption": " "})
+        else:
+            elems = [box, {"caption": "off", "bb": [99, 99, 4, 4]}] if kind == 1 else [box]
+            lines.append({"image": "a.png", "caption": f"line {i}", "elems": elems})
+    path = write_jsonl(tmp_path / "pairs.json", lines)
+    return X2vlmJsonConfig(paths=(str(path),), image_root=str(tmp_path))
+
+
+def builder() -> BatchBuilder:
+    return BatchBuilder(CharTokenizer(), image_size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_text_len=8,
+                        image_pairs=4, box_pairs=0, video_pairs=0, frames=1)
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_loader_report_sums_workers_and_counts_each_record_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: int
+) -> None:
+    cfg = nineteen_lines(tmp_path)
+    single = X2vlmJsonSource(cfg)
+    assert len(list(single)) == 12
+    expected = single.source_counts()
+    assert expected == SourceCounts("x2vlm_json", 19, 0, {"bad_json": 2, "empty_caption": 2, "missing_file": 3},
+                                    {"box_outside_image": 3})
+    caplog.set_level(logging.WARNING, logger="x2vlm.data")
+    caplog.clear()  # the warnings of the pass above
+    loader = make_loader(MixedStream([X2vlmJsonSource(cfg)], [1.0]), builder(), num_workers=workers)
+    batches = list(itertools.islice(loader, 12))  # 48 samples: every record read 4 times over
+    assert all(b.n_image == 4 for b in batches)
+    assert loader.report() == (replace(expected, samples=48),)
+    # the workers' warnings are printed by this process (once per reason and worker)
+    warned = {r.getMessage().split(": ")[2].split(" ")[0] for r in caplog.records if r.name == "x2vlm.data"}
+    assert warned >= {"missing_file", "bad_json", "empty_caption", "box_outside_image"}, warned
+
+
+def test_max_pixels_reduces_or_refuses_images(tmp_path: Path) -> None:
+    write_image(tmp_path / "big.png", 40, 30)
+    path = write_jsonl(tmp_path / "p.json", [{"image": "big.png", "caption": "c", "elems": [
+        {"caption": "left half", "bb": [0, 0, 20, 30]}]}])
+    reduced = X2vlmJsonSource(X2vlmJsonConfig(paths=(str(path),), image_root=str(tmp_path), max_pixels=400))
+    (sample,) = list(reduced)
+    assert sample.image is not None and sample.image.shape == (3, 15, 20)  # reduce(2): 300 px
+    assert sample.concepts[0].box == pytest.approx((0.25, 0.5, 0.5, 1.0))  # boxes are normalised: unchanged
+    refused = X2vlmJsonSource(X2vlmJsonConfig(paths=(str(path),), image_root=str(tmp_path), max_pixels=200))
+    assert list(refused) == [] and refused.skipped == {"image_too_large": 1}

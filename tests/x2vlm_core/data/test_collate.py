@@ -9,13 +9,25 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from x2vlm_core.contracts import Batch, Concept, ConceptKind, DataSource, Sample, TokenizedText, Tokenizer
+from x2vlm_core.contracts import (
+    Batch,
+    CompositionSample,
+    Concept,
+    ConceptKind,
+    DataSource,
+    PairSample,
+    QASample,
+    Sample,
+    TokenizedText,
+    Tokenizer,
+)
 from x2vlm_core.data.collate import (
     BatchBuilder,
     BatchStream,
     MixedStream,
     _visual_id,
     make_loader,
+    record_texts,
     stable_id,
     texts_of,
 )
@@ -297,3 +309,25 @@ def test_texts_of_round_robin_and_limit() -> None:
     texts = list(texts_of([captioned(2, "a"), captioned(3, "b")], 7))
     assert texts == ["text 0", "obj 0", "text 0", "obj 0", "text 1", "obj 1", "text 1"]
     assert len(list(texts_of([captioned(2)], 100))) == 4
+
+
+def test_texts_of_reads_every_record_type_and_the_stream_refuses_task_records() -> None:
+    pair = PairSample("p", "nlvr", (image(1), image(2)), "both show dogs", True)
+    qa = QASample("q", "vqa", image(1), None, "what colour", ("red", "red", "blue"))
+    comp = CompositionSample("c", "wino", (image(1), image(2)), ("a mug in grass", "grass in a mug"))
+    assert record_texts(qa) == ("what colour", "red", "blue")
+    assert record_texts(pair) == ("both show dogs",) and record_texts(comp) == comp.captions
+    tasks = ListSource("tasks", [qa, pair, comp])  # type: ignore[list-item]
+    assert list(texts_of([tasks], 10)) == ["what colour", "red", "blue", "both show dogs", *comp.captions]
+    with pytest.raises(DataError, match=r"'tasks' yields QASample records; pretraining batches"):
+        next(iter(MixedStream([tasks], [1.0])))
+
+
+def test_loader_report_counts_samples_drawn_per_source() -> None:
+    a, b = captioned(6, "a"), captioned(6, "b")
+    loader = make_loader(MixedStream([a, b], [1.0, 1.0], seed=0), builder(FakeTokenizer(), 4, 0, 0), num_workers=0)
+    batches = [batch for _, batch in zip(range(5), loader, strict=False)]
+    report = loader.report()
+    assert [c.name for c in report] == ["a", "b"] and all(c.records is None for c in report)  # plain sources
+    assert sum(c.samples for c in report) == 20 == sum(batch.n_image for batch in batches)
+    assert all(c.samples > 0 for c in report)

@@ -110,3 +110,11 @@ def test_cut_faststart_file_is_truncated_not_padded(tmp_path: Path, seek_after_s
     with pytest.raises(VideoDecodeError) as cut:
         _decode(data[: int(len(data) * 0.95)], None, 1.0, None, seek_after_s)
     assert cut.value.reason == "truncated_video"
+
+
+def test_frames_over_max_pixels_are_scaled_down_keeping_the_aspect(tmp_path: Path) -> None:
+    path = write_mp4(tmp_path / "v.mp4", seconds=2, fps=4, width=32, height=24)
+    small = decode_video(path, fps=1.0, max_pixels=200)
+    assert small.shape == (2, 3, 12, 16) and levels(small) == [0, 1]  # 192 px, still 4:3
+    assert decode_video(path, fps=1.0, max_pixels=768).shape == (2, 3, 24, 32)  # fits: untouched
+    assert decode_video(path, fps=1.0, size=20, max_pixels=100).shape == (2, 3, 20, 20)  # size wins
