@@ -1,5 +1,5 @@
 """The one surface a plugin imports: contracts, registration, tokenizers, weight loading, record helpers, boxes,
-data-parallel helpers for losses.
+data-parallel helpers for losses, batching and the evaluation helpers tasks build on.
 
 A plugin module needs nothing else from x2vlm (tests/test_boundaries.py enforces it):
 
@@ -10,7 +10,9 @@ from registry import ConfigError, PluginError, PluginSpec, hookimpl
 from x2vlm_core.checkpoint.weights import WeightsError, load_state_file, load_state_strict
 from x2vlm_core.contracts import (
     CHECKPOINT_VAR,
+    AnswersQuestions,
     Batch,
+    Captions,
     CompositionSample,
     Concept,
     ConceptKind,
@@ -23,6 +25,7 @@ from x2vlm_core.contracts import (
     LossOutput,
     LossPlan,
     PairSample,
+    Prediction,
     Preprocess,
     QASample,
     Record,
@@ -34,13 +37,15 @@ from x2vlm_core.contracts import (
     TextOutput,
     TokenizedText,
     Tokenizer,
+    VerifiesStatements,
     VideoEncoder,
-    VLModel,
     VisionEncoder,
     VisionOutput,
     VisualMemory,
+    VLModel,
 )
 from x2vlm_core.contracts.factories import INJECTED, KINDS
+from x2vlm_core.data.collate import BatchBuilder, frame_indices
 from x2vlm_core.data.counts import SourceCounts
 from x2vlm_core.data.records import (
     DEFAULT_MAX_PIXELS,
@@ -64,23 +69,33 @@ from x2vlm_core.data.records import (
     record_shard,
 )
 from x2vlm_core.data.tokenizer import FastTokenizer, load_tokenizer
+from x2vlm_core.data.transforms import normalise, resize
 from x2vlm_core.data.video import decode_video
+from x2vlm_core.evaluation.evalsets import EvalSet, encode_visuals, eval_set
+from x2vlm_core.evaluation.grounding import evaluate_grounding, predict_boxes
+from x2vlm_core.evaluation.retrieval import encode_texts, evaluate_retrieval
+from x2vlm_core.evaluation.scores import grounding_scores, retrieval_recall
 from x2vlm_core.model.boxes import box_iou_aligned, cxcywh_to_xyxy, generalized_box_iou_aligned
 from x2vlm_core.model.gather import gather_rows, shared_denominator
+from x2vlm_core.model.step import run_losses
 
 __all__ = [
     "CHECKPOINT_VAR",
     "DEFAULT_MAX_PIXELS",
     "INJECTED",
     "KINDS",
+    "AnswersQuestions",
     "BadRecord",
     "Batch",
+    "BatchBuilder",
+    "Captions",
     "CompositionSample",
     "Concept",
     "ConceptKind",
     "ConfigError",
     "DataError",
     "DataSource",
+    "EvalSet",
     "FastTokenizer",
     "FusionEncoder",
     "FusionOutput",
@@ -91,9 +106,10 @@ __all__ = [
     "LossOutput",
     "LossPlan",
     "PairSample",
-    "Preprocess",
     "PluginError",
     "PluginSpec",
+    "Prediction",
+    "Preprocess",
     "QASample",
     "ReadMark",
     "Record",
@@ -111,6 +127,7 @@ __all__ = [
     "TokenizedText",
     "Tokenizer",
     "VLModel",
+    "VerifiesStatements",
     "VideoEncoder",
     "VisionEncoder",
     "VisionOutput",
@@ -121,19 +138,31 @@ __all__ = [
     "clean_texts",
     "cxcywh_to_xyxy",
     "decode_video",
+    "encode_texts",
+    "encode_visuals",
+    "eval_set",
+    "evaluate_grounding",
+    "evaluate_retrieval",
     "expand_paths",
+    "frame_indices",
     "gather_rows",
     "generalized_box_iou_aligned",
+    "grounding_scores",
     "hookimpl",
     "load_image",
     "load_image_sized",
     "load_state_file",
     "load_state_strict",
     "load_tokenizer",
+    "normalise",
     "parse_json_line",
     "pixel_box_to_normalised",
+    "predict_boxes",
     "read_json",
     "read_lines",
     "record_shard",
+    "resize",
+    "retrieval_recall",
+    "run_losses",
     "shared_denominator",
 ]

@@ -1,0 +1,1 @@
+"""Built-in task plugins: downstream tasks a pretrained X²-VLM is fine-tuned and evaluated on."""

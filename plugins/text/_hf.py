@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -214,10 +215,14 @@ class HFTextEncoder(TextEncoder):
         # Relative to this module, as every encoder's pretrained_keys are.
         self.pretrained_keys = frozenset(f"model.{k}" for k in pretrained_keys)
 
-    def forward(self, ids: Tensor, mask: Tensor) -> TextOutput:
-        # A ready [B, 1, 1, L] boolean mask: transformers uses it as-is, where a 2-D one would first be
-        # inspected on the host (a device sync per call) to decide whether it can be dropped.
-        out = self.model(input_ids=ids, attention_mask=mask.bool()[:, None, None, :])
+    def forward(self, ids: Tensor, mask: Tensor, causal: bool = False) -> TextOutput:
+        # A ready 4-D boolean mask ([B, 1, 1, L], or [B, 1, L, L] causal): transformers uses it as-is, where a
+        # 2-D one would first be inspected on the host (a device sync per call) to decide whether to drop it.
+        attend = mask.bool()[:, None, None, :]
+        if causal:
+            length = ids.shape[1]
+            attend = attend & torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
+        out = self.model(input_ids=ids, attention_mask=attend)
         return TextOutput(tokens=out.last_hidden_state)
 
     def word_embeddings(self) -> nn.Embedding:

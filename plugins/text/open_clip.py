@@ -196,7 +196,12 @@ class OpenClipText(TextEncoder):
         report = load_state_strict(self.tower, state, checkpoint, allow_unexpected=["text_projection", "attn_mask"])
         return frozenset(f"tower.{k}" for k in report.loaded)
 
-    def forward(self, ids: Tensor, mask: Tensor) -> TextOutput:
+    def forward(self, ids: Tensor, mask: Tensor, causal: bool = False) -> TextOutput:
+        if causal:
+            raise NotImplementedError(
+                "text plugin 'open_clip' cannot decode left to right: its token 0 is the pooled end-of-text "
+                "feature, which sees the whole text; use a BERT-family text plugin for generation tasks"
+            )
         tower = self.tower
         batch, length = ids.shape
         if length > tower.num_pos:

@@ -24,7 +24,7 @@ def test_synth_shards_round_trip_into_model_batches(tmp_path: Path, capsys: pyte
     images, videos = tmp_path / "images", tmp_path / "videos"
     assert main(["data", "synth", "--out", str(images), "--n", "24", "--shard-size", "10"]) == 0
     assert main(["data", "synth", "--out", str(videos), "--n", "6", "--shard-size", "3",
-                 "--set", "kind=video", "--set", "frames=3"]) == 0
+                 "--source", "{plugin: synthetic, kind: video, frames: 3}"]) == 0
     assert "wrote 3 shard(s)" in capsys.readouterr().out
     assert len(list(images.glob("shard-*.tar"))) == 3 and len(list(videos.glob("shard-*.tar"))) == 2
 

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from x2vlm_core.evaluation.retrieval import _rerank, recall_at
+from x2vlm_core.evaluation.retrieval import _rerank
+from x2vlm_core.evaluation.scores import recall_at
 
 
 def test_recall_at_counts_any_positive_in_the_top_k() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -23,11 +24,11 @@ from x2vlm_core.checkpoint import (
     verify_checkpoint,
 )
 from x2vlm_core.checkpoint.format import map_strings
-from x2vlm_core.config import ModelConfig
+from x2vlm_core.config import ModelConfig, PluginSection
 from x2vlm_core.contracts import CHECKPOINT_VAR
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
-from x2vlm_core.model.factory import build_model
+from x2vlm_core.model.factory import build_model, build_task
 
 __all__ = ["LoadedModel", "load_model", "model_config_of", "resolve_checkpoint"]
 
@@ -59,6 +60,12 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Manifest]:
     return path, verify_checkpoint(path)
 
 
+def _at(fields: dict[str, Any], path: Path) -> dict[str, Any]:
+    """An exported config with `${checkpoint}` replaced by the checkpoint's real directory."""
+    directory = str(path.resolve())
+    return dict(map_strings(fields, lambda text: text.replace(CHECKPOINT_VAR, directory)))
+
+
 def model_config_of(manifest: Manifest, path: Path) -> ModelConfig:
     """The model section that rebuilds a checkpoint's architecture: each module part's exported config
     (its recorded config for checkpoints written before exports), the heads from the run config."""
@@ -66,7 +73,6 @@ def model_config_of(manifest: Manifest, path: Path) -> ModelConfig:
     if not isinstance(model, dict):
         raise CheckpointError(f"checkpoint {path}: the manifest's run config has no model section")
     data = dict(model)
-    directory = str(path.resolve())
     for part in _MODULE_PARTS:
         record = manifest.parts.get(part)
         if record is None:
@@ -77,7 +83,7 @@ def model_config_of(manifest: Manifest, path: Path) -> ModelConfig:
         if record.plugin is None:
             raise CheckpointError(f"checkpoint {path}: part {part!r} records no plugin name")
         fields = record.exported if record.exported is not None else record.config
-        data[part] = {"plugin": record.plugin, **map_strings(fields, lambda text: text.replace(CHECKPOINT_VAR, directory))}
+        data[part] = {"plugin": record.plugin, **_at(fields, path)}
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as error:
@@ -99,6 +105,11 @@ def load_model(checkpoint: str | Path, registry: PluginRegistry | None = None) -
     model_cfg = model_config_of(manifest, path)
     try:
         model = build_model(model_cfg, registry)
+        task = manifest.parts.get("task")
+        if task is not None:  # a fine-tuned checkpoint: its task is rebuilt too
+            fields = task.exported if task.exported is not None else task.config
+            section = PluginSection.model_validate({"plugin": task.plugin, **_at(fields, path)})
+            model.task = build_task(section, model, registry)
     except CheckpointError:
         raise
     except (PluginError, ValueError, TypeError, OSError) as error:

@@ -12,12 +12,13 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 from torch import Tensor
 
 from x2vlm_core.checkpoint.format import (
@@ -38,7 +39,6 @@ from x2vlm_core.checkpoint.format import (
 )
 from x2vlm_core.checkpoint.reader import verify_checkpoint
 from x2vlm_core.checkpoint.trainer_state import TrainerState, rng_to_plain
-from x2vlm_core.config import RunConfig
 from x2vlm_core.contracts import CHECKPOINT_VAR
 from x2vlm_core.model import X2VLM
 
@@ -127,17 +127,21 @@ def _split_parts(model: X2VLM) -> dict[str, tuple[dict[str, Tensor], dict[str, A
     return out
 
 
-def _part_record(part: str, config: RunConfig) -> tuple[str | None, dict[str, Any]]:
+_HEAD_FIELDS = ("embed_dim", "temperature", "temperature_min", "temperature_max", "max_text_len")
+
+
+def _part_record(part: str, config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(plugin, fields) of a part from the run config: `model.<part>`, `task` for the task, the heads' fields."""
+    model = config.get("model")
+    if not isinstance(model, Mapping):
+        raise CheckpointError("the run config given to save_checkpoint has no `model` mapping")
     if part == "heads":
-        m = config.model
-        fields = ("embed_dim", "temperature", "temperature_min", "temperature_max", "max_text_len")
-        return None, {f: getattr(m, f) for f in fields}
-    section = getattr(config.model, part, None)
-    if section is None:
-        raise CheckpointError(
-            f"the model has a {part!r} module but the run config has no model.{part} section"
-        )
-    data = section.model_dump(mode="json")
+        return None, {f: model[f] for f in _HEAD_FIELDS if f in model}
+    section = config.get("task") if part == "task" else model.get(part)
+    if not isinstance(section, Mapping) or "plugin" not in section:
+        where = "task" if part == "task" else f"model.{part}"
+        raise CheckpointError(f"the model has a {part!r} module but the run config has no {where} section")
+    data = dict(copy.deepcopy(section))
     return str(data.pop("plugin")), data
 
 
@@ -198,7 +202,7 @@ def save_checkpoint(
     run_dir: str | Path,
     model: X2VLM,
     step: int,
-    config: RunConfig,
+    config: Mapping[str, Any] | BaseModel,
     trainer_state: TrainerState | None,
     keep_last: int,
     lineage: list[dict[str, Any]],
@@ -206,8 +210,12 @@ def save_checkpoint(
 ) -> Path:
     """Atomically write `<run>/checkpoints/step-XXXXXXXX/` and prune older ones beyond `keep_last`.
 
+    `config`: the run's config (a pydantic config or its JSON mapping) with a `model` section, and a `task`
+    section when the model has a task.
+
     Call on one process only (rank 0) with a model holding full (unsharded) weights.
     """
+    config = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
     if step < 0:
         raise CheckpointError(f"step must be >= 0, got {step}")
     if keep_last < 1:
@@ -275,7 +283,7 @@ def save_checkpoint(
             step=step,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             versions=_versions(),
-            config=config.model_dump(mode="json"),
+            config=_json_checked(dict(config), "the run config"),
             parts=parts,
             files=files,
             new_parameters=sorted(new_parameters),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from x2vlm_core.cli.options import add_config_arguments
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -15,10 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "vocab.txt with the official vocabulary). Unused official keys are listed; missing ones are errors."
     )
     parser.add_argument("--checkpoint", required=True, metavar="FILE", help="official checkpoint (.pth)")
-    parser.add_argument("--config", required=True,
-                        help="run config matching the official architecture, e.g. configs/x2vlm_base_4m.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value by dotted path (repeatable)")
+    add_config_arguments(parser, "run config matching the official architecture, e.g. configs/x2vlm_base_4m.yaml")
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write (no checkpoints yet)")
     parser.add_argument("--fusion-start", type=int, default=12, metavar="S",
                         help="official text_fusion_start_at: text layers below S, fusion layers from S (default 12)")
@@ -28,12 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
 
     from x2vlm_core.config import load_config
     from x2vlm_core.transfer.convert_official import convert_official
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config, args.set)
     result = convert_official(args.checkpoint, args.out, cfg, fusion_start=args.fusion_start, fresh=args.fresh)
     for note in result.notes:

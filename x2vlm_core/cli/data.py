@@ -13,9 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (shard-000000.tar, ...)")
     p.add_argument("--n", type=int, required=True, help="number of records")
     p.add_argument("--shard-size", type=int, default=1000, help="records per shard")
-    p.add_argument("--source", default="synthetic", help="data plugin to read from (default: synthetic)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a field of the source plugin, e.g. --set kind=video --set languages=[en,de] (repeatable)")
+    p.add_argument("--source", default="{plugin: synthetic}", metavar="YAML",
+                   help="the data plugin section to read, as inline YAML, e.g. '{plugin: synthetic, kind: video, "
+                   "frames: 3}' (default: the synthetic world's images)")
     p = sub.add_parser("tokenizer", help="train a WordPiece or sentencepiece tokenizer on text files")
     p.add_argument("--corpus", nargs="+", required=True, help="text files, one text per line")
     p.add_argument("--kind", choices=["wordpiece", "sentencepiece"], default="wordpiece")
@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     import itertools
 
-    from x2vlm_core.config import apply_overrides
+    from x2vlm_core.cli.options import parse_section
     from x2vlm_core.data.shards import write_shards
     from x2vlm_core.discovery import default_registry
 
-    section = apply_overrides({"plugin": args.source}, args.set)
-    if args.source == "synthetic":
+    section = parse_section(args.source, "--source")
+    if section["plugin"] == "synthetic":
         section.setdefault("samples", args.n)
     source = default_registry().build("data", section, "--source")
     paths = write_shards(itertools.islice(iter(source), args.n), args.out, args.shard_size)  # type: ignore[call-overload]
@@ -49,7 +49,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _tokenizer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from x2vlm_core.cli import UsageError
+    from x2vlm_core.cli.main import UsageError
     from x2vlm_core.data.tokenizer import train_tokenizer
 
     texts: list[str] = []

@@ -1,10 +1,8 @@
-"""`x2vlm evaluate`: rebuild a model from a checkpoint (x2vlm_core/loading.py) and evaluate one task.
+"""`x2vlm evaluate --checkpoint DIR [--task NAME]`: rebuild a checkpoint and evaluate it on a task.
 
-Tasks: retrieval (image-text recall@1/5/10 both ways, contrastive ranking re-ranked by the matching
-head), grounding (bbox head: accuracy at IoU 0.5, mean IoU), video_retrieval (video-text recall).
-Sources are data plugin sections (`--data '{plugin: synthetic, split: test, kind: image}'`), by default
-the checkpoint's run config `eval.data` entries that yield the task's visuals. Prints a table per
-source and writes JSON.
+A fine-tuned checkpoint knows its task (and its eval data): no flag needs repeating. A pretrained one is
+evaluated on any task that needs no trained head (retrieval, video_retrieval, grounding, ...) with its
+run config's held-out sources, or `--data '{plugin: ..., ...}'`. Prints a table per source; writes JSON.
 """
 
 from __future__ import annotations
@@ -14,61 +12,36 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TASKS", "add_arguments", "run"]
+from x2vlm_core.cli.options import add_device_argument
 
-TASKS = ("retrieval", "grounding", "video_retrieval")
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint directory, or a run directory (its newest complete checkpoint)")
-    parser.add_argument("--task", required=True, choices=TASKS, help="what to evaluate")
+    parser.add_argument("--task", help="task plugin to evaluate (default: the checkpoint's own task); "
+                        "`x2vlm plugins --kind task` lists them")
+    parser.add_argument("--set", action="append", default=[], metavar="task.FIELD=VALUE",
+                        help="a field of the task, e.g. --set task.rerank_k=32 (repeatable)")
     parser.add_argument("--data", action="append", default=[], metavar="YAML",
-                        help="a data plugin section as inline YAML, e.g. '{plugin: synthetic, split: test, "
-                        "kind: image}' (repeatable; default: the run config's eval.data entries for the task)")
-    parser.add_argument("--samples", type=int, help="records read per source (default: the run config's eval.samples)")
-    parser.add_argument("--rerank-k", type=int,
-                        help="matching head re-ranks the contrastive top-k, 0 = off (default: eval.rerank_k)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: the run config's eval.batch_size)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+                        help="a data plugin section as inline YAML, e.g. '{plugin: synthetic, split: test}' "
+                        "(repeatable; default: the checkpoint's evaluation sources)")
+    parser.add_argument("--samples", type=int, help="records read per source (default: the run config's)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default: the run config's)")
+    add_device_argument(parser)
     parser.add_argument("--out", help="JSON file to write (default: eval-<task>-<checkpoint>.json in the run "
                         "directory, or in the current directory for a checkpoint outside a run)")
 
 
-def _positive(value: int | None, default: int, flag: str, minimum: int = 1) -> int:
-    from x2vlm_core.cli import UsageError
+def _positive(value: int | None, default: int, flag: str) -> int:
+    from x2vlm_core.cli.main import UsageError
 
     if value is None:
         return default
-    if value < minimum:
-        raise UsageError(f"{flag} must be at least {minimum}, got {value}")
+    if value < 1:
+        raise UsageError(f"{flag} must be at least 1, got {value}")
     return value
-
-
-def _parse_data(texts: list[str]) -> list[tuple[str, Any]]:
-    """Inline YAML sections → (where, DataSourceSection) pairs; a bad one is a UsageError naming it."""
-    import yaml
-    from pydantic import ValidationError
-
-    from registry import validation_error
-    from x2vlm_core.cli import UsageError
-    from x2vlm_core.config import DataSourceSection
-
-    sections = []
-    for i, text in enumerate(texts):
-        where = f"--data #{i + 1}"
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise UsageError(f"{where} is not valid YAML ({error}): {text!r}") from None
-        if not isinstance(data, dict) or "plugin" not in data:
-            raise UsageError(f"{where} must be a mapping with a `plugin` key, e.g. "
-                             f"'{{plugin: synthetic, split: test, kind: image}}'; got {text!r}")
-        try:
-            sections.append((where, DataSourceSection.model_validate(data)))
-        except ValidationError as error:
-            raise UsageError(f"{validation_error(error, where, 'a data section')} ({text!r})") from None
-    return sections
 
 
 def _default_out(checkpoint: Path, task: str) -> Path:
@@ -78,63 +51,105 @@ def _default_out(checkpoint: Path, task: str) -> Path:
     return Path(name)
 
 
-def run(args: argparse.Namespace) -> int:
-    import logging
+def _task_section(args: argparse.Namespace, manifest: Any) -> dict[str, Any]:
+    """The task to evaluate: --task (+ --set task.X), else the checkpoint's own."""
+    from registry import ConfigError
+    from x2vlm_core.cli.main import UsageError
+    from x2vlm_core.config import apply_overrides
 
+    own = manifest.parts.get("task")
+    if args.task is None and own is None:
+        raise UsageError("this checkpoint was not fine-tuned for a task: name one with --task (e.g. retrieval, "
+                         "grounding); `x2vlm plugins --kind task` lists them")
+    for item in args.set:
+        if not item.startswith("task."):
+            raise ConfigError("--set", "only fields of the task can be set here (task.FIELD=VALUE)", item)
+    if own is not None and args.task in (None, own.plugin):
+        base = {"plugin": own.plugin, **(own.exported if own.exported is not None else own.config)}
+    else:
+        base = {"plugin": args.task}
+    return dict(apply_overrides({"task": base}, args.set)["task"])
+
+
+def _sources(args: argparse.Namespace, manifest: Any, task: str) -> list[tuple[str, Any]]:
+    """(where, DataSourceSection) to evaluate: --data, else the run config's eval sources fit for the task."""
+    from pydantic import ValidationError
+
+    from registry import validation_error
+    from x2vlm_core.cli.main import UsageError
+    from x2vlm_core.cli.options import parse_section
+    from x2vlm_core.config import DataSourceSection
+
+    if args.data:
+        out = []
+        for i, text in enumerate(args.data):
+            where = f"--data #{i + 1}"
+            try:
+                out.append((where, DataSourceSection.model_validate(parse_section(text, where))))
+            except ValidationError as error:
+                raise UsageError(f"{validation_error(error, where, 'a data section')} ({text!r})") from None
+        return out
+    sections = [(f"eval.data.{i}", DataSourceSection.model_validate(s))
+                for i, s in enumerate(manifest.config.get("eval", {}).get("data", []))]
+    # A pretraining run evaluates images and clips together: each task takes the sources of its kind.
+    video = task.startswith("video")
+    kept = [(w, s) for w, s in sections if (s.fields().get("kind") == "video") == video or "kind" not in s.fields()]
+    if not kept:
+        raise UsageError(f"the checkpoint's run config has no evaluation source for task {task}; pass --data")
+    return kept
+
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
+    from registry import PluginError
     from x2vlm_core.checkpoint.rebuild import load_model
-    from x2vlm_core.cli import UsageError
+    from x2vlm_core.cli.main import UsageError
+    from x2vlm_core.config import PluginSection, TaskEvalConfig
     from x2vlm_core.discovery import default_registry
-    from x2vlm_core.evaluation.evalsets import encode_eval_set, load_eval_set
     from x2vlm_core.evaluation.report import format_table
-    from x2vlm_core.evaluation.runner import grounding_metrics, retrieval_metrics
+    from x2vlm_core.evaluation.runner import evaluate_task
+    from x2vlm_core.model.factory import build_task
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     registry = default_registry()
-    explicit = _parse_data(args.data)
     loaded = load_model(args.checkpoint, registry)
-    model, e = loaded.model, loaded.manifest.run_config().eval
-    samples = _positive(args.samples, e.samples, "--samples")
-    rerank_k = _positive(args.rerank_k, e.rerank_k, "--rerank-k", minimum=0)
-    batch_size = _positive(args.batch_size, e.batch_size, "--batch-size")
-    sections = explicit or [(f"eval.data.{i}", s) for i, s in enumerate(e.data)]
-    if not sections:
-        raise UsageError(f"checkpoint {loaded.path}: its run config has no eval.data; pass --data")
+    model, manifest = loaded.model, loaded.manifest
+    section = PluginSection.model_validate(_task_section(args, manifest))
+    if model.task is not None and model.task.name == section.plugin and not args.set:
+        task = model.task
+    else:
+        try:
+            task = build_task(section, model, registry)
+        except PluginError:
+            raise
+        if any(True for _ in task.parameters()):
+            raise UsageError(
+                f"checkpoint {loaded.path} has no trained {section.plugin} heads (it was "
+                f"{'fine-tuned for ' + model.task.name if model.task is not None else 'not fine-tuned for a task'}); "
+                f"fine-tune it first: x2vlm finetune --task {section.plugin} --checkpoint {args.checkpoint} "
+                f"--config configs/tasks/{section.plugin}.yaml"
+            )
+    print(f"evaluating {loaded.path} (step {manifest.step}) on task {section.plugin}")
+    recorded = manifest.config.get("eval", {})
+    cfg = TaskEvalConfig.model_validate({
+        "samples": _positive(args.samples, int(recorded.get("samples", 1000)), "--samples"),
+        "batch_size": _positive(args.batch_size, int(recorded.get("batch_size", 64)), "--batch-size"),
+        "languages": recorded.get("languages", ()) if not args.data else (),
+    })
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-
-    want_video = args.task == "video_retrieval"
-    kind = "videos" if want_video else "images"
-    sources: list[dict[str, Any]] = []
-    for where, section in sections:
-        data = load_eval_set(section, where, samples, model.vision.image_size, registry)
-        if data.video != want_video:
-            if explicit:
-                raise UsageError(f"{where} ({section.plugin}) yields {'videos' if data.video else 'images'}; "
-                                 f"task {args.task} needs {kind}")
-            continue  # a default source for another task
-        tokens = encode_eval_set(model, data, batch_size)
-        n = tokens.shape[0]
-        if args.task == "grounding":
-            if not data.concept_texts:
-                raise UsageError(f"{where} ({section.plugin}) has no object concepts (boxes with labels) to ground")
-            metrics, _ = grounding_metrics(model, data, tokens, batch_size)
-        else:
-            metrics = retrieval_metrics(model, data, tokens, rerank_k, batch_size, f"{args.task}/")
-        print(f"{data.name} ({n} {kind})")
-        print(format_table(metrics), flush=True)
-        sources.append({"name": data.name, "data": section.plugin_section(), "metrics": metrics})
-    if not sources:
-        raise UsageError(f"none of the run config's eval.data sources yields {kind} for task {args.task}; "
-                         "pass --data")
-
-    out = Path(args.out) if args.out else _default_out(loaded.path, args.task)
+    try:
+        model.to(device)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"--device {device}: {error}") from None
+    task.to(device)
+    model.eval()
+    sources = _sources(args, manifest, section.plugin)
+    metrics = evaluate_task(model, task, cfg, registry, None, print_table=False, sections=sources)
+    print(format_table(metrics), flush=True)
+    out = Path(args.out) if args.out else _default_out(loaded.path, section.plugin)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "checkpoint": str(loaded.path), "step": loaded.manifest.step, "task": args.task, "samples": samples,
-        "rerank_k": rerank_k, "sources": sources,
-    }
+    report = {"checkpoint": str(loaded.path), "step": manifest.step, "task": section.plugin_section(),
+              "sources": [s.plugin_section() for _, s in sources], "metrics": metrics}
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return 0

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from x2vlm_core.cli._training_args import add_training_arguments
+from x2vlm_core.cli.options import add_config_arguments, add_training_arguments
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML run config, e.g. configs/demo.yaml")
+    add_config_arguments(parser, "YAML run config, e.g. configs/demo.yaml")
     add_training_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from x2vlm_core.config import load_config
     from x2vlm_core.training.pretrain import pretrain
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config, args.set)
-    result = pretrain(cfg, resume=args.resume, progress=not args.quiet, evaluate=not args.no_eval)
+    result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                      evaluate=not args.no_eval)
     print(f"run directory: {result.run_dir}")
     return 0

@@ -20,14 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
 
     from registry import ConfigError
     from x2vlm_core.checkpoint import read_manifest
     from x2vlm_core.config import apply_overrides
     from x2vlm_core.transfer.reassemble import reassemble_checkpoint
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for item in args.set:
         if not item.startswith("text."):
             raise ConfigError("--set", "only fields of the new text plugin can be set here (text.FIELD=VALUE)", item)

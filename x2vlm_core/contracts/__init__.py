@@ -24,11 +24,23 @@ from x2vlm_core.contracts.encoders import (
     VisualMemory,
 )
 from x2vlm_core.contracts.losses import FusionPairs, Head, LossModule, LossOutput, LossPlan, StepInputs
+from x2vlm_core.contracts.tasks import (
+    AnswersQuestions,
+    Captions,
+    Prediction,
+    Preprocess,
+    TaskBatch,
+    TaskModule,
+    VerifiesStatements,
+    VLModel,
+)
 from x2vlm_core.contracts.text import TokenizedText, Tokenizer
 
 __all__ = [
     "CHECKPOINT_VAR",
+    "AnswersQuestions",
     "Batch",
+    "Captions",
     "CompositionSample",
     "Concept",
     "ConceptKind",
@@ -42,14 +54,20 @@ __all__ = [
     "LossOutput",
     "LossPlan",
     "PairSample",
+    "Prediction",
+    "Preprocess",
     "QASample",
     "Record",
     "Sample",
     "StepInputs",
+    "TaskBatch",
+    "TaskModule",
     "TextEncoder",
     "TextOutput",
     "TokenizedText",
     "Tokenizer",
+    "VLModel",
+    "VerifiesStatements",
     "VideoEncoder",
     "VisionEncoder",
     "VisionOutput",

@@ -18,6 +18,7 @@ from x2vlm_core.contracts.text import Tokenizer
 
 __all__ = [
     "CHECKPOINT_VAR",
+    "ExportableModule",
     "FusionEncoder",
     "FusionOutput",
     "LayerSource",
@@ -91,8 +92,8 @@ class FusionOutput:
 CHECKPOINT_VAR = "${checkpoint}"
 
 
-class _Exportable(nn.Module):
-    """What every plugin module base (vision, video, text, fusion) shares: `export_config`."""
+class ExportableModule(nn.Module):
+    """What every plugin module base (vision, video, text, fusion, task) shares: `export_config`."""
 
     def export_config(self, config: dict[str, Any], asset_dir: Path) -> dict[str, Any]:
         """Plugin config that rebuilds this module's architecture with NO external files.
@@ -111,7 +112,7 @@ class _Exportable(nn.Module):
         return dict(config)
 
 
-class VisionEncoder(_Exportable):
+class VisionEncoder(ExportableModule):
     """pixels [B, 3, H, W] → VisionOutput tokens [B, 1+N, D].
 
     Attributes set by subclasses: width (D), grid (patch rows, cols), image_size, mean/std (pixel
@@ -141,7 +142,7 @@ class VisionEncoder(_Exportable):
         )
 
 
-class VideoEncoder(_Exportable):
+class VideoEncoder(ExportableModule):
     """frames [B, F, 3, H, W] → VisionOutput tokens [B, 1+N, D]; wraps (and shares) a VisionEncoder.
 
     Factory argument injected by the core: `vision` (the built vision encoder; the video module must not
@@ -176,7 +177,7 @@ class LayerSource(Protocol):
     def layer_norm_eps(self) -> float: ...
 
 
-class TextEncoder(_Exportable):
+class TextEncoder(ExportableModule):
     """ids/mask [B, L] → TextOutput tokens [B, L, D].
 
     Attributes set by subclasses: width (D), tokenizer (a Tokenizer; vocab size and special ids come
@@ -188,7 +189,9 @@ class TextEncoder(_Exportable):
     width: int
     tokenizer: Tokenizer
 
-    def forward(self, ids: Tensor, mask: Tensor) -> TextOutput:  # pragma: no cover - abstract
+    def forward(self, ids: Tensor, mask: Tensor, causal: bool = False) -> TextOutput:  # pragma: no cover - abstract
+        """causal=True: each position attends only to itself and earlier ones (left-to-right decoding, used by
+        generation); a plugin that cannot do this raises NotImplementedError naming itself."""
         raise NotImplementedError
 
     def word_embeddings(self) -> nn.Embedding:  # pragma: no cover - abstract
@@ -204,7 +207,7 @@ class TextEncoder(_Exportable):
         )
 
 
-class FusionEncoder(_Exportable):
+class FusionEncoder(ExportableModule):
     """P (text, visual segment) pairs → FusionOutput tokens [P, L, D] (or [P, R, D] at `positions`).
 
     text [P, L, D] + text_mask [P, L] bool; memory: the step's VisualMemory; segment [P] long: the segment

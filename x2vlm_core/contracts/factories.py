@@ -11,8 +11,9 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from x2vlm_core.contracts.encoders import FusionEncoder, TextEncoder, VideoEncoder, VisionEncoder
+from x2vlm_core.contracts.tasks import TaskModule, VLModel
 
-__all__ = ["INJECTED", "KINDS", "DataFactory", "FusionFactory", "VideoFactory"]
+__all__ = ["INJECTED", "KINDS", "DataFactory", "FusionFactory", "TaskFactory", "VideoFactory"]
 
 KINDS: tuple[str, ...] = ("vision", "video", "text", "fusion", "loss", "data", "task")
 
@@ -21,6 +22,7 @@ INJECTED: dict[str, tuple[str, ...]] = {
     "video": ("vision",),
     "fusion": ("vision_width", "text"),
     "data": ("rank", "world_size"),
+    "task": ("model",),
 }
 
 
@@ -41,3 +43,9 @@ class DataFactory(Protocol):
     Both default to 0 and 1 when a source is built outside training (evaluation, `x2vlm data`)."""
 
     def __call__(self, config: BaseModel, *, rank: int = 0, world_size: int = 1) -> object: ...
+
+
+class TaskFactory(Protocol):
+    """task: `model` = the model to fine-tune (size the heads to it; do not keep it as a sub-module)."""
+
+    def __call__(self, config: BaseModel, *, model: VLModel) -> TaskModule: ...

@@ -17,6 +17,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -38,6 +39,7 @@ from x2vlm_core.data.errors import DataError
 from x2vlm_core.data.transforms import SampleAugment, normalise, resize
 
 __all__ = [
+    "frame_indices",
     "BatchBuilder",
     "BatchLoader",
     "BatchStream",
@@ -66,7 +68,7 @@ def _visual_id(sample: Sample, box: tuple[float, float, float, float]) -> int:
     return stable_id(sample.source, sample.key, tuple(round(v, 4) for v in box))
 
 
-def _frame_indices(n: int, frames: int) -> Tensor:
+def frame_indices(n: int, frames: int) -> Tensor:
     """F indices into n frames at segment middles: uniform sub-sampling when n > F, repeats when n < F."""
     return ((torch.arange(frames, dtype=torch.float64) + 0.5) * n / frames).floor().long().clamp_(max=n - 1)
 
@@ -143,7 +145,7 @@ class BatchBuilder:
         size = self.image_size
         pixels = [resize(image_samples[i].image, size) for i in used]  # type: ignore[arg-type]
         images = torch.stack(pixels) if pixels else torch.empty(0, 3, size, size, dtype=torch.uint8)
-        clips = [resize(s.frames[_frame_indices(s.frames.shape[0], self.frames)], size) for s in videos]  # type: ignore[index,union-attr]
+        clips = [resize(s.frames[frame_indices(s.frames.shape[0], self.frames)], size) for s in videos]  # type: ignore[index,union-attr]
         video = torch.stack(clips) if clips else torch.empty(0, self.frames, 3, size, size, dtype=torch.uint8)
         return Batch(
             images=normalise(images, self.mean, self.std),  # type: ignore[arg-type]
@@ -190,19 +192,28 @@ def _worker_id() -> int:
 
 
 class MixedStream:
-    """An endless stream of Samples drawing from `sources` with probabilities ∝ `weights`.
+    """An endless stream of records drawing from `sources` with probabilities ∝ `weights`.
 
     Deterministic for a seed (each DataLoader worker uses seed and its worker id). A source that runs
     out starts over (next epoch); one that yields nothing in a whole pass raises DataError. `drawn[i]`
-    counts the samples drawn from source i in this process.
+    counts the samples drawn from source i in this process. `accept`: the record types its consumer
+    understands (pretraining: Sample; a task: its `record_types`); `purpose` names that consumer in errors.
     """
 
-    def __init__(self, sources: Sequence[DataSource], weights: Sequence[float], seed: int = 0) -> None:
+    def __init__(
+        self,
+        sources: Sequence[DataSource],
+        weights: Sequence[float],
+        seed: int = 0,
+        accept: tuple[type, ...] = (Sample,),
+        purpose: str = "pretraining batches",
+    ) -> None:
         if not sources or len(sources) != len(weights):
             raise ValueError(f"MixedStream: {len(sources)} sources but {len(weights)} weights")
         if any(not w > 0 for w in weights):
             raise ValueError(f"MixedStream: weights must be > 0 (got {list(weights)})")
         self.sources, self.weights, self.seed = list(sources), [float(w) for w in weights], seed
+        self.accept, self.purpose = accept, purpose
         self.drawn = [0] * len(self.sources)
 
     def __iter__(self) -> Iterator[Sample]:
@@ -230,12 +241,13 @@ class MixedStream:
                     f"over ranks × DataLoader workers; skipped: {source.skipped or 'none'}). "
                     "Check its paths, or use fewer workers for a tiny data set."
                 ) from None
-        if not isinstance(record, Sample):
+        if not isinstance(record, self.accept):
+            wanted = " or ".join(t.__name__ for t in self.accept)
             raise DataError(
-                f"data source {source.name!r} yields {type(record).__name__} records; pretraining batches are "
-                "built from Sample records (image or video with captions/boxes): move it to a task's data"
+                f"data source {source.name!r} yields {type(record).__name__} records; {self.purpose} are built "
+                f"from {wanted} records: use a data source (or a `kind`) that yields those"
             )
-        return record
+        return record  # type: ignore[return-value]
 
     def counts(self) -> list[SourceCounts]:
         """Per source (in order): its counts in this process, with the samples drawn from it."""
@@ -360,10 +372,18 @@ def _capture_worker_logs() -> _LogBuffer | None:
     return _worker_logs
 
 
-class _CountedBatches(IterableDataset):  # type: ignore[type-arg]
-    """BatchStream → _Delivery: each batch with the count deltas and log records of this process."""
+class BatchSource(Protocol):
+    """An iterable of batches drawn from a MixedStream (`stream`): BatchStream, or a task's TaskBatchStream."""
 
-    def __init__(self, batches: BatchStream) -> None:
+    stream: MixedStream
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class _CountedBatches(IterableDataset):  # type: ignore[type-arg]
+    """batches → _Delivery: each batch with the count deltas and log records of this process."""
+
+    def __init__(self, batches: BatchSource) -> None:
         super().__init__()
         self.batches = batches
         self._sent: list[SourceCounts] | None = None  # counts already sent by this process
@@ -397,10 +417,11 @@ class BatchLoader:
     Workers' log records are re-emitted here, through this process's logging handlers.
     """
 
-    def __init__(self, stream: MixedStream, builder: BatchBuilder, num_workers: int) -> None:
+    def __init__(self, batches: BatchSource, num_workers: int) -> None:
         self.num_workers = num_workers
+        stream = batches.stream
         self._loader = DataLoader(
-            _CountedBatches(BatchStream(stream, builder)),
+            _CountedBatches(batches),
             batch_size=None,  # the builder already batches
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
@@ -422,8 +443,8 @@ class BatchLoader:
 
 
 def make_loader(stream: MixedStream, builder: BatchBuilder, num_workers: int) -> BatchLoader:
-    """A BatchLoader over `stream` (see BatchLoader): iterate it for Batches, ask `report()` for the counts."""
-    return BatchLoader(stream, builder, num_workers)
+    """A BatchLoader of pretraining Batches over `stream` (see BatchLoader): iterate it, ask `report()` for counts."""
+    return BatchLoader(BatchStream(stream, builder), num_workers)
 
 
 def record_texts(record: Record) -> tuple[str, ...]:

@@ -1,4 +1,8 @@
-"""Evaluate a model on a run's held-out sources: retrieval, grounding, video retrieval, per language; JSON + PNG."""
+"""Evaluation runs: pretraining's held-out sources (retrieval, grounding, video retrieval) and a task's.
+
+Results go into a flat dict (`retrieval/t2i_r1`, `grounding/acc@0.5`, `lang/de/vqa/accuracy`, ...), eval.json
+and a printed table; pretraining also draws grounding.png.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +11,47 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
 from registry import PluginRegistry
-from x2vlm_core.config import DataSourceSection, FinetuneEvalConfig, RunConfig
-from x2vlm_core.discovery import default_registry
-from x2vlm_core.evaluation.evalsets import EvalSet, encode_eval_set, load_eval_set
+from x2vlm_core.config import DataSourceSection, RunConfig, TaskEvalConfig
+from x2vlm_core.contracts import Record, TaskModule, VLModel
+from x2vlm_core.evaluation.evalsets import EvalSet, encode_visuals, eval_set, read_records
 from x2vlm_core.evaluation.grounding import evaluate_grounding
 from x2vlm_core.evaluation.report import format_table
 from x2vlm_core.evaluation.retrieval import evaluate_retrieval
-from x2vlm_core.model import X2VLM
 
-__all__ = ["evaluate_languages", "evaluate_run", "grounding_metrics", "retrieval_metrics"]
+__all__ = ["evaluate_run", "evaluate_task", "grounding_metrics", "language_sources", "retrieval_metrics"]
 
 
-def retrieval_metrics(model: X2VLM, data: EvalSet, tokens: Tensor, rerank_k: int, batch_size: int,
-                      prefix: str) -> dict[str, float]:
-    """Recall@1/5/10 both ways between a set's visuals (tokens [K, 1+N, D]) and its captions, plus n and chance."""
+def retrieval_metrics(model: VLModel, data: EvalSet, rerank_k: int, batch_size: int, prefix: str) -> dict[str, float]:
+    """Recall@1/5/10 both ways between a set's visuals and its captions, plus n and chance."""
+    tokens = encode_visuals(model, data.visuals, data.video, batch_size)
+    metrics = evaluate_retrieval(model, tokens, data.captions, data.text_to_visual, rerank_k, batch_size)
     n = tokens.shape[0]
-    metrics = evaluate_retrieval(model, tokens, data.captions, torch.arange(n), rerank_k, batch_size).as_dict(prefix)
-    return {**metrics, f"{prefix}n": float(n), f"{prefix}chance_r1": 1.0 / n}
+    return {**metrics.as_dict(prefix), f"{prefix}n": float(n), f"{prefix}chance_r1": 1.0 / n}
 
 
-def grounding_metrics(model: X2VLM, data: EvalSet, tokens: Tensor, batch_size: int) -> tuple[dict[str, float], Tensor]:
-    """Box accuracy at IoU 0.5 and mean IoU over the set's object phrases; also the predicted boxes [K, 4]."""
-    g = evaluate_grounding(model, tokens, data.concept_index, data.concept_texts, data.concept_boxes, batch_size)
-    return {**g.as_dict("grounding/"), "grounding/n": float(len(data.concept_texts))}, g.boxes
+def grounding_metrics(model: VLModel, data: EvalSet, batch_size: int, prefix: str = "grounding/"):  # type: ignore[no-untyped-def]
+    """Box accuracy at IoU 0.5 and mean IoU over the set's boxed phrases; also the predicted boxes [K, 4]."""
+    tokens = encode_visuals(model, data.visuals, data.video, batch_size)
+    scores, boxes = evaluate_grounding(model, tokens, data.concept_index, data.concept_texts, data.concept_boxes,
+                                       batch_size)
+    return {**scores.as_dict(prefix), f"{prefix}n": float(len(data.concept_texts))}, boxes
 
 
-def evaluate_run(model: X2VLM, cfg: RunConfig, registry: PluginRegistry, run_dir: Path | None,
+def evaluate_run(model: VLModel, cfg: RunConfig, registry: PluginRegistry, run_dir: Path | None,
                  print_table: bool = True) -> dict[str, float]:
-    """Run every configured evaluation; write eval.json and grounding.png into run_dir; print a table."""
-    was_training = model.training
-    model.eval()
-    results: dict[str, float] = {}
+    """Pretraining's evaluation: image sources → retrieval + grounding (object phrases), video sources → video
+    retrieval; writes eval.json and grounding.png into run_dir and prints a table."""
     e = cfg.eval
+    prep = model.preprocess(cfg.data.frames)
+    results: dict[str, float] = {}
     for i, section in enumerate(e.data):
-        data = load_eval_set(section, f"eval.data.{i}", e.samples, model.vision.image_size, registry)
-        tokens = encode_eval_set(model, data, e.batch_size)
+        where = f"eval.data.{i}"
+        data = eval_set(read_records(section, where, e.samples, registry), f"{section.plugin}:{where}", prep)
         prefix = "video_retrieval/" if data.video else "retrieval/"
-        results.update(retrieval_metrics(model, data, tokens, e.rerank_k, e.batch_size, prefix))
-        if not data.video and len(data.concept_texts) > 0:
-            metrics, boxes = grounding_metrics(model, data, tokens, e.batch_size)
+        results.update(retrieval_metrics(model, data, e.rerank_k, e.batch_size, prefix))
+        if not data.video and data.concept_texts:
+            metrics, boxes = grounding_metrics(model, data, e.batch_size)
             results.update(metrics)
             if run_dir is not None:
                 from x2vlm_core.evaluation.figures import plot_grounding
@@ -57,42 +59,59 @@ def evaluate_run(model: X2VLM, cfg: RunConfig, registry: PluginRegistry, run_dir
                 k = min(16, len(data.concept_texts))
                 plot_grounding(data.visuals[data.concept_index[:k]], data.concept_texts[:k], data.concept_boxes[:k],
                                boxes[:k], run_dir / "grounding.png")
+    _finish(results, run_dir, print_table)
+    return results
+
+
+def language_sources(section: DataSourceSection, languages: Sequence[str]) -> list[tuple[str | None, DataSourceSection]]:
+    """(language, section) for each language (the section's `languages` field set to it); (None, section) when
+    no languages are asked for."""
+    if not languages:
+        return [(None, section)]
+    return [(lang, DataSourceSection.model_validate({**section.plugin_section(), "weight": section.weight,
+                                                     "languages": [lang]})) for lang in languages]
+
+
+def evaluate_task(
+    model: VLModel, task: TaskModule, cfg: TaskEvalConfig, registry: PluginRegistry, run_dir: Path | None,
+    print_table: bool = True, sections: Sequence[tuple[str, DataSourceSection]] | None = None,
+) -> dict[str, float]:
+    """The task's evaluation on each eval source (once per language with cfg.languages): keys
+    `<source>/<task>/<metric>` (the source's split or position when there are several), with `lang/<xx>/` per
+    language and `<task>/<metric>/mean_over_languages`; eval.json in run_dir."""
+    sections = sections if sections is not None else [(f"eval.data.{i}", s) for i, s in enumerate(cfg.data)]
+    names = _source_names([s for _, s in sections])
+    results: dict[str, float] = {}
+    for (where, section), name in zip(sections, names, strict=True):
+        means: list[float] = []
+        for lang, source in language_sources(section, cfg.languages):
+            records: list[Record] = read_records(source, where, cfg.samples, registry)
+            metrics = task.evaluate(model, records, cfg.batch_size)
+            prefix = "/".join(p for p in (name, f"lang/{lang}" if lang else "", task.name) if p)
+            results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
+            means.append(metrics[task.metric])
+        if cfg.languages:
+            key = "/".join(p for p in (name, task.name, task.metric) if p)
+            results[f"{key}/mean_over_languages"] = sum(means) / len(means)
+    _finish(results, run_dir, print_table)
+    return results
+
+
+def _source_names(sections: Sequence[DataSourceSection]) -> list[str]:
+    """How results of several sources are told apart: their `name`, `split` or `splits` field when those
+    differ (e.g. val, testA, testB), else their position; nothing for a single source."""
+    if len(sections) == 1:
+        return [""]
+    for key in ("name", "split", "splits"):
+        values = [s.fields().get(key) for s in sections]
+        labels = ["-".join(v) if isinstance(v, list) else str(v or "") for v in values]
+        if all(labels) and len(set(labels)) == len(labels):
+            return labels
+    return [f"source{i}" for i in range(len(sections))]
+
+
+def _finish(results: dict[str, float], run_dir: Path | None, print_table: bool) -> None:
     if run_dir is not None:
         (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     if print_table:
         print(format_table(results), file=sys.stdout, flush=True)
-    model.train(was_training)
-    return results
-
-
-def evaluate_languages(model: X2VLM, cfg: FinetuneEvalConfig, registry: PluginRegistry | None = None) -> dict[str, float]:
-    """Retrieval on every eval source, once per configured language: R@1/5/10 both ways and their mean.
-
-    Keys: `lang/<xx>/{i2t_r1,...,mean_recall}` and `multilingual/mean_recall` (mean over languages);
-    `retrieval/...` when no languages are configured. With several sources, keys start `source<i>/`.
-    """
-    registry = registry or default_registry()
-    was_training = model.training
-    model.eval()
-    results: dict[str, float] = {}
-    for i, section in enumerate(cfg.data):
-        head = f"source{i}/" if len(cfg.data) > 1 else ""
-        languages: Sequence[str | None] = cfg.languages or (None,)
-        means = []
-        for lang in languages:
-            where = f"eval.data.{i}"
-            source = section if lang is None else DataSourceSection.model_validate(
-                {**section.plugin_section(), "weight": section.weight, "languages": [lang]}
-            )
-            data = load_eval_set(source, where, cfg.samples, model.vision.image_size, registry)
-            tokens = encode_eval_set(model, data, cfg.batch_size)
-            n = tokens.shape[0]
-            metrics = evaluate_retrieval(model, tokens, data.captions, torch.arange(n), cfg.rerank_k, cfg.batch_size)
-            prefix = f"{head}retrieval/" if lang is None else f"{head}lang/{lang}/"
-            results.update(metrics.as_dict(prefix))
-            results[f"{prefix}n"] = float(n)
-            means.append(metrics.mean)
-        if cfg.languages:
-            results[f"{head}multilingual/mean_recall"] = sum(means) / len(means)
-    model.train(was_training)
-    return results

@@ -13,10 +13,38 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from x2vlm_core.evaluation.retrieval import RetrievalMetrics, recall_at
 from x2vlm_core.model.boxes import box_iou_aligned, cxcywh_to_xyxy
 
-__all__ = ["GroundingScores", "RetrievalMetrics", "grounding_scores", "retrieval_recall"]
+__all__ = ["GroundingScores", "RetrievalMetrics", "grounding_scores", "recall_at", "retrieval_recall"]
+
+_KS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class RetrievalMetrics:
+    """Recall@K both ways: i2t (visual → text) and t2i (text → visual), and their mean."""
+
+    i2t: dict[int, float]
+    t2i: dict[int, float]
+
+    @property
+    def mean(self) -> float:
+        values = [*self.i2t.values(), *self.t2i.values()]
+        return sum(values) / len(values)
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        out = {f"{prefix}i2t_r{k}": v for k, v in self.i2t.items()}
+        out.update({f"{prefix}t2i_r{k}": v for k, v in self.t2i.items()})
+        out[f"{prefix}mean_recall"] = self.mean
+        return out
+
+
+def recall_at(scores: Tensor, positives: Tensor, ks: Sequence[int] = _KS) -> dict[int, float]:
+    """scores [Q, C], positives bool [Q, C] → fraction of queries with a positive in their top-k."""
+    k_max = min(max(ks), scores.shape[1])
+    top = scores.topk(k_max, dim=1).indices
+    hit = positives.gather(1, top)
+    return {k: float(hit[:, : min(k, k_max)].any(dim=1).float().mean()) for k in ks}
 
 
 def _check_retrieval_inputs(sim_t2i: Tensor, text_to_visual: Tensor, ks: Sequence[int]) -> None:
@@ -40,8 +68,11 @@ def _check_retrieval_inputs(sim_t2i: Tensor, text_to_visual: Tensor, ks: Sequenc
         raise ValueError(f"retrieval_recall: ks must be positive integers, got {tuple(ks)}")
 
 
-def retrieval_recall(sim_t2i: Tensor, text_to_visual: Tensor, ks: Sequence[int] = (1, 5, 10)) -> RetrievalMetrics:
-    """Recall@k both ways from similarities sim_t2i [T, V] and each text's visual index text_to_visual [T].
+def retrieval_recall(
+    sim_t2i: Tensor, text_to_visual: Tensor, ks: Sequence[int] = (1, 5, 10), sim_i2t: Tensor | None = None
+) -> RetrievalMetrics:
+    """Recall@k both ways from similarities sim_t2i [T, V] and each text's visual index text_to_visual [T]
+    (sim_i2t [V, T]: the visual→text scores when they differ from sim_t2i.T, e.g. after re-ranking).
 
     t2i: fraction of texts whose own visual is among their top-k visuals. i2t: fraction of visuals with
     at least one of their texts (several texts may share one visual) among their top-k texts. Every
@@ -58,7 +89,10 @@ def retrieval_recall(sim_t2i: Tensor, text_to_visual: Tensor, ks: Sequence[int] 
             "columns from sim_t2i (an i2t query without any positive cannot be scored)"
         )
     scores = sim_t2i.float()
-    return RetrievalMetrics(i2t=recall_at(scores.T, positives.T, ks), t2i=recall_at(scores, positives, ks))
+    i2t = scores.T if sim_i2t is None else sim_i2t.float()
+    if i2t.shape != scores.T.shape:
+        raise ValueError(f"retrieval_recall: sim_i2t must be [V, T] = {tuple(scores.T.shape)}, got {tuple(i2t.shape)}")
+    return RetrievalMetrics(i2t=recall_at(i2t, positives.T, ks), t2i=recall_at(scores, positives, ks))
 
 
 @dataclass(frozen=True)

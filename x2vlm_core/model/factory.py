@@ -7,41 +7,73 @@ never read config or the registry.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from torch import nn
 
-from registry import ConfigError, PluginRegistry
-from x2vlm_core.config import LossSection, ModelConfig
-from x2vlm_core.contracts import FusionEncoder, LossModule, TextEncoder, VideoEncoder, VisionEncoder
+from registry import ConfigError, PluginError, PluginRegistry
+from x2vlm_core.config import LossSection, ModelConfig, PluginSection
+from x2vlm_core.contracts import FusionEncoder, LossModule, TaskModule, TextEncoder, VideoEncoder, VisionEncoder
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model.heads import Heads, HeadSizes
 from x2vlm_core.model.step import TrainingStep
 from x2vlm_core.model.x2vlm import X2VLM
 
-__all__ = ["build_heads", "build_losses", "build_model", "build_modules", "build_step", "head_sizes"]
+__all__ = [
+    "build_heads",
+    "build_losses",
+    "build_model",
+    "build_modules",
+    "build_plugin",
+    "build_step",
+    "build_task",
+    "check_buildable",
+    "head_sizes",
+]
 
 
-def _built(kind: str, plugin: str, module: object, base: type) -> None:
+T = TypeVar("T")
+
+
+def build_plugin(
+    registry: PluginRegistry, kind: str, section: PluginSection, where: str, base: type[T], **inject: object
+) -> T:
+    """Build one plugin; a factory that raises or returns the wrong type is a ConfigError naming it."""
+    try:
+        module = registry.build(kind, section.plugin_section(), where, **inject)
+    except PluginError:
+        raise
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError, AssertionError, NotImplementedError) as error:
+        raise ConfigError(f"{where}.plugin", f"the {kind} plugin could not be built from this section: "
+                          f"{type(error).__name__}: {error}", section.plugin) from None
     if not isinstance(module, base):
-        raise ConfigError(f"model.{kind}.plugin", f"the {kind} plugin's factory returned {type(module).__name__}, "
-                          f"not a {base.__name__}; fix the plugin (its factory must build a {base.__name__})", plugin)
+        raise ConfigError(f"{where}.plugin", f"the {kind} plugin's factory returned {type(module).__name__}, not "
+                          f"a {base.__name__}; fix the plugin (its factory must build a {base.__name__})", section.plugin)
+    return module
 
 
 def build_modules(
     cfg: ModelConfig, registry: PluginRegistry
 ) -> tuple[VisionEncoder, VideoEncoder | None, TextEncoder, FusionEncoder]:
     """Build vision, optional video, text and fusion plugins from their config sections."""
-    vision = registry.build("vision", cfg.vision.plugin_section(), "model.vision")
-    _built("vision", cfg.vision.plugin, vision, VisionEncoder)
+    vision = build_plugin(registry, "vision", cfg.vision, "model.vision", VisionEncoder)
     video = None
     if cfg.video is not None:
-        video = registry.build("video", cfg.video.plugin_section(), "model.video", vision=vision)
-        _built("video", cfg.video.plugin, video, VideoEncoder)
-    text = registry.build("text", cfg.text.plugin_section(), "model.text")
-    _built("text", cfg.text.plugin, text, TextEncoder)
-    fusion = registry.build("fusion", cfg.fusion.plugin_section(), "model.fusion", vision_width=vision.width, text=text)  # type: ignore[union-attr]
-    _built("fusion", cfg.fusion.plugin, fusion, FusionEncoder)
-    return vision, video, text, fusion  # type: ignore[return-value]
+        video = build_plugin(registry, "video", cfg.video, "model.video", VideoEncoder, vision=vision)
+    text = build_plugin(registry, "text", cfg.text, "model.text", TextEncoder)
+    fusion = build_plugin(registry, "fusion", cfg.fusion, "model.fusion", FusionEncoder, vision_width=vision.width,
+                          text=text)
+    return vision, video, text, fusion
+
+
+def check_buildable(cfg: ModelConfig, registry: PluginRegistry | None = None) -> None:
+    """Build the vision (and video) plugins once and throw them away: what a config can get wrong about them
+    (an image size that is not a multiple of the patch, heads that do not divide the width, an unknown timm
+    model) surfaces in seconds, before a run writes anything or trains its tokenizer."""
+    registry = registry or default_registry()
+    vision = build_plugin(registry, "vision", cfg.vision, "model.vision", VisionEncoder)
+    if cfg.video is not None:
+        build_plugin(registry, "video", cfg.video, "model.video", VideoEncoder, vision=vision)
 
 
 def build_heads(
@@ -79,12 +111,14 @@ def build_losses(sections: Sequence[LossSection], registry: PluginRegistry | Non
     for i, section in enumerate(sections):
         if section.plugin in losses:
             raise ConfigError(f"losses.{i}.plugin", "this loss is listed twice", section.plugin)
-        module = registry.build("loss", section.plugin_section(), f"losses.{i}")
-        if not isinstance(module, LossModule):
-            raise ConfigError(f"losses.{i}.plugin", f"the loss plugin's factory returned {type(module).__name__}, "
-                              "not a LossModule", section.plugin)
-        losses[section.plugin] = (module, section.weight)
+        losses[section.plugin] = (build_plugin(registry, "loss", section, f"losses.{i}", LossModule), section.weight)
     return losses
+
+
+def build_task(section: PluginSection, model: X2VLM, registry: PluginRegistry | None = None) -> TaskModule:
+    """The task plugin of `section`, its heads sized for `model` (not attached: set `model.task` to use it)."""
+    task = build_plugin(registry or default_registry(), "task", section, "task", TaskModule, model=model)
+    return task.to(model.device)
 
 
 def build_step(model: X2VLM, losses: Mapping[str, tuple[LossModule, float]]) -> TrainingStep:

