@@ -192,6 +192,6 @@ def validation_error(error: ValidationError, where: str, owner: str, file: str |
     extra = f" and {len(error.errors()) - 1} more error(s)" if len(error.errors()) > 1 else ""
     value = first.get("input")
     # a whole section as "the value" would bury the message; scalars and short lists are shown
-    shown = not isinstance(value, dict) and len(repr(value)) <= 200
+    shown = value is not None and not isinstance(value, dict) and len(repr(value)) <= 200
     return ConfigError(path, msg + extra, value if shown else None, file=file, has_value=shown)
 

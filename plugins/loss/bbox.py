@@ -49,7 +49,7 @@ class BboxLoss(LossModule):
 
     def _rows(self, batch: Batch) -> slice:
         # host ints: the batch's group counts are host ints
-        return slice(0 if self.config.include_whole_image else batch.n_image, batch.n_image + batch.n_box)
+        return slice(0, batch.n_image + batch.n_box) if self.config.include_whole_image else batch.box_rows
 
     def pairs(self, inputs: StepInputs, plan: LossPlan) -> FusionPairs:
         batch = inputs.batch

@@ -82,6 +82,9 @@ class RetrievalTask(TaskModule):
     def evaluate(self, model: VLModel, records: Sequence[Record], batch_size: int) -> dict[str, float]:
         prep = model.preprocess(self.frames)
         data = eval_set(records, self.name, prep, all_captions=self.config.all_captions)
+        if data.video != self.video:
+            raise ValueError(f"it yields {'clips' if data.video else 'images'}; task {self.name} evaluates "
+                             f"{'clips' if self.video else 'images'} (use {'video_retrieval' if data.video else 'retrieval'})")
         tokens = encode_visuals(model, data.visuals, data.video, batch_size)
         metrics = evaluate_retrieval(model, tokens, data.captions, data.text_to_visual, self.config.rerank_k,
                                      batch_size)

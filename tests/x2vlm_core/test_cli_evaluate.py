@@ -20,7 +20,7 @@ from x2vlm_core.contracts import ConceptKind
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.evaluation.runner import evaluate_run
 from x2vlm_core.model.factory import build_model
-from x2vlm_core.training.loop import prepare_tokenizer
+from x2vlm_core.training.pretrain import prepare_tokenizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 IMAGES = "{plugin: synthetic, split: test, kind: image, seed: 0}"
@@ -55,16 +55,17 @@ def test_retrieval_defaults_to_the_run_configs_image_sources(
 ) -> None:
     out = tmp_path / "retrieval.json"
     code = main(["evaluate", "--checkpoint", str(run_dir), "--task", "retrieval", "--samples", "8",
-                 "--rerank-k", "3", "--batch-size", "4", "--out", str(out)])
+                 "--set", "task.rerank_k=3", "--batch-size", "4", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "retrieval/i2t_r1" in printed and "retrieval/mean_recall" in printed and f"wrote {out}" in printed
+    assert "evaluating " + str(run_dir / "checkpoints" / "step-00000001") + " (step 1)" in printed  # which one
     report = json.loads(out.read_text())
-    assert report["task"] == "retrieval" and report["step"] == 1 and report["rerank_k"] == 3
+    assert report["task"]["plugin"] == "retrieval" and report["step"] == 1 and report["task"]["rerank_k"] == 3
     assert report["checkpoint"] == str(run_dir / "checkpoints" / "step-00000001")
     [source] = report["sources"]  # the run config's video source is not for this task
-    assert source["data"]["kind"] == "image"
-    metrics = source["metrics"]
+    assert source["kind"] == "image"
+    metrics = report["metrics"]
     recalls = _recalls(metrics, "retrieval/")
     assert len(recalls) == 7 and all(0.0 <= v <= 1.0 for v in recalls.values())
     # 8 candidates: every query has its match in the top 10; chance R@1 is 1/8.
@@ -86,19 +87,18 @@ def test_grounding_and_video_retrieval_with_explicit_data(
 ) -> None:
     out = tmp_path / "grounding.json"
     assert main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "step-00000001"), "--task", "grounding",
-                 "--data", IMAGES, "--samples", "6", "--out", str(out)]) == 0
-    assert "grounding/acc@0.5" in capsys.readouterr().out
-    [source] = json.loads(out.read_text())["sources"]
-    metrics = source["metrics"]
-    assert 0.0 <= metrics["grounding/acc@0.5"] <= 1.0 and 0.0 <= metrics["grounding/mean_iou"] <= 1.0
+                 "--set", "task.concepts=[object]", "--data", IMAGES, "--samples", "6", "--out", str(out)]) == 0
+    assert "grounding/accuracy" in capsys.readouterr().out
+    metrics = json.loads(out.read_text())["metrics"]
+    assert 0.0 <= metrics["grounding/accuracy"] <= 1.0 and 0.0 <= metrics["grounding/mean_iou"] <= 1.0
     records = itertools.islice(default_registry().build("data", {"plugin": "synthetic", "split": "test"}, "t"), 6)
     objects = sum(c.kind == ConceptKind.OBJECT for r in records for c in r.concepts)
     assert metrics["grounding/n"] == objects > 0
 
     out = tmp_path / "video.json"
     assert main(["evaluate", "--checkpoint", str(run_dir), "--task", "video_retrieval", "--data", VIDEOS,
-                 "--samples", "4", "--rerank-k", "0", "--out", str(out)]) == 0
-    metrics = json.loads(out.read_text())["sources"][0]["metrics"]
+                 "--samples", "4", "--set", "task.rerank_k=0", "--set", "task.frames=3", "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
     recalls = _recalls(metrics, "video_retrieval/")
     assert len(recalls) == 7 and all(0.0 <= v <= 1.0 for v in recalls.values())
     assert metrics["video_retrieval/i2t_r5"] == 1.0  # 4 candidates, all in the top 5
@@ -106,10 +106,10 @@ def test_grounding_and_video_retrieval_with_explicit_data(
 
 def test_default_output_goes_to_the_run_directory(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--checkpoint", str(run_dir), "--task", "retrieval", "--samples", "4",
-                 "--rerank-k", "0"]) == 0
+                 "--set", "task.rerank_k=0"]) == 0
     written = run_dir / "eval-retrieval-step-00000001.json"
     assert f"wrote {written}" in capsys.readouterr().out
-    assert json.loads(written.read_text())["sources"][0]["metrics"]["retrieval/n"] == 4
+    assert json.loads(written.read_text())["metrics"]["retrieval/n"] == 4
 
 
 def _err(capsys: pytest.CaptureFixture[str]) -> str:
@@ -119,7 +119,11 @@ def _err(capsys: pytest.CaptureFixture[str]) -> str:
 def test_user_errors_exit_2_with_a_message(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["evaluate", "--checkpoint", str(run_dir), "--samples", "4", "--out", str(tmp_path / "x.json")]
     assert main([*base, "--task", "retrieval", "--data", VIDEOS]) == 2
-    assert "yields videos; task retrieval needs images" in _err(capsys)
+    assert "it yields clips; task retrieval evaluates images (use video_retrieval)" in _err(capsys)
+    assert main([*base]) == 2
+    assert "not fine-tuned for a task: name one with --task" in _err(capsys)
+    assert main([*base, "--task", "retrieval", "--device", "banana"]) == 2
+    assert "--device banana" in _err(capsys)
     assert main([*base, "--task", "retrieval", "--data", "[1, 2]"]) == 2
     assert "must be a mapping with a `plugin` key" in _err(capsys)
     assert main([*base, "--task", "retrieval", "--samples", "0"]) == 2

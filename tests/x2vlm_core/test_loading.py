@@ -30,7 +30,7 @@ from x2vlm_core.data.tokenizer import train_tokenizer
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM
 from x2vlm_core.model.factory import build_model
-from x2vlm_core.training.loop import prepare_tokenizer
+from x2vlm_core.training.pretrain import prepare_tokenizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CORPUS = [

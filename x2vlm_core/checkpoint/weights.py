@@ -32,7 +32,11 @@ def load_state_file(path: str | Path, key: str | None = None) -> dict[str, Tenso
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path)))
+        try:
+            return dict(load_file(str(path)))
+        except Exception as error:  # a corrupt header or a torn file: the safetensors error names neither
+            raise WeightsError(f"cannot read the safetensors file {path} ({type(error).__name__}: {error}); the "
+                               "file is damaged or not safetensors: restore or re-create it") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

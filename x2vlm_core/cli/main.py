@@ -8,6 +8,7 @@ Each command module imports its heavy dependencies inside `run`, so `--help` sta
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import textwrap
@@ -32,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a checkpoint on a task"),
     "reassemble": ("reassemble", "swap a checkpoint's text encoder (e.g. to XLM-R) without re-pretraining"),
     "convert-official": ("convert_official", "import an official X²-VLM checkpoint (.pth)"),
+    "predict": ("predict", "embed, score, ground, classify, answer, verify or caption with a checkpoint"),
+    "index": ("index", "build or search an index of image / clip embeddings"),
+    "serve": ("serve", "serve a checkpoint (and an index) over HTTP, with a web page"),
 }
 
 
@@ -79,7 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(args: argparse.Namespace, error: BaseException) -> int:
     if args.debug:
         raise error
-    message = textwrap.fill(str(error), width=100, break_long_words=False, break_on_hyphens=False)
+    text = str(error)
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        text += ("; free some space or point train.out_dir elsewhere, then run again with --resume (a checkpoint "
+                 "is never half-written under its final name)")
+    message = textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
     print(f"x2vlm: error: {message}", file=sys.stderr)
     print("(run with --debug for the traceback)", file=sys.stderr)
     return 2

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from registry import PluginRegistry
+from registry import ConfigError, PluginRegistry
 from x2vlm_core.config import DataSourceSection, RunConfig, TaskEvalConfig
 from x2vlm_core.contracts import Record, TaskModule, VLModel
 from x2vlm_core.evaluation.evalsets import EvalSet, encode_visuals, eval_set, read_records
@@ -86,7 +86,11 @@ def evaluate_task(
         means: list[float] = []
         for lang, source in language_sources(section, cfg.languages):
             records: list[Record] = read_records(source, where, cfg.samples, registry)
-            metrics = task.evaluate(model, records, cfg.batch_size)
+            try:
+                metrics = task.evaluate(model, records, cfg.batch_size)
+            except ValueError as error:  # the task says what in the records does not fit it
+                raise ConfigError(where, f"task {task.name!r} cannot evaluate this source: {error}",
+                                  section.plugin) from None
             prefix = "/".join(p for p in (name, f"lang/{lang}" if lang else "", task.name) if p)
             results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
             means.append(metrics[task.metric])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["gather_rows", "rank_offset", "shared_denominator", "world_size"]
+__all__ = ["gather_rows", "shared_denominator", "world_size"]
 
 
 def _distributed() -> bool:
@@ -68,13 +68,6 @@ def gather_rows(x: Tensor) -> Tensor:
         out: Tensor = _GatherRows.apply(x, sizes)
         return out
     return _gather(x, sizes)
-
-
-def rank_offset(local: int, device: torch.device) -> int:
-    """Index of this rank's first row in tensors gathered by `gather_rows`."""
-    if world_size() == 1:
-        return 0
-    return sum(_sizes(local, device)[: torch.distributed.get_rank()])
 
 
 def shared_denominator(count: Tensor) -> Tensor:

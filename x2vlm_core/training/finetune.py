@@ -69,6 +69,11 @@ def finetune_config_from(
         raise ConfigError("train.tokenizer", "fine-tuning uses the checkpoint's tokenizer; remove train.tokenizer",
                           file=file, has_value=False)
     _, fields = registry.validate("task", cfg.task.plugin_section(), "task")
+    for i, section in enumerate(cfg.eval.data):
+        known = registry.get("data", section.plugin, where=f"eval.data.{i}.plugin").spec.config.model_fields
+        if cfg.eval.languages and "languages" not in known:
+            raise ConfigError(f"eval.data.{i}", "eval.languages needs data sources with a `languages` field; plugin "
+                              f"{section.plugin!r} has none", section.plugin, file=file)
     for where, sections in (("data.sources", cfg.data.sources), ("eval.data", cfg.eval.data)):
         for i, source in enumerate(sections):
             registry.validate("data", source.plugin_section(), f"{where}.{i}")

@@ -138,8 +138,7 @@ def _resume_point(run_dir: Path, main: bool) -> Path | None:
 
 
 def _setup_run_dir(run_dir: Path, resume: bool, overwrite: bool, config: Mapping[str, Any]) -> None:
-    """Rank 0, under the run lock: refuse or clear an earlier run, then record this run's config."""
-    check_run_dir(run_dir, resume, overwrite)
+    """Rank 0, under the run lock: clear an earlier run when told to, then record this run's config."""
     if overwrite:
         removed = clear_run_dir(run_dir)
         if removed:
@@ -171,7 +170,7 @@ def fit(
     lock = RunLock(run_dir)
     try:
         if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            check_run_dir(run_dir, resume, overwrite)  # before the lock: it creates the directory
             lock.__enter__()
             _setup_run_dir(run_dir, resume, overwrite, config)
             if prepare is not None:
