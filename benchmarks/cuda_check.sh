@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# What we run when a session is lent a GPU (one short prepared script; see benchmarks/README in the main README):
+# What we run when a session is lent a GPU: one short prepared script that records every GPU number at once.
 #   1. the demo trained on the GPU in bf16-mixed (the trainer's CUDA path: Fabric, fused AdamW, evaluation);
-#   2. benchmarks/train_step.py: base and large at batch 128 image-text + 128 box-text pairs in bf16, eager,
-#      with a kernel profile of one step;
-#   3. base again with torch.compile'd encoders.
+#   2. benchmarks/train_step.py: base and large at 128 image-text + 128 box-text pairs in bf16, eager, every
+#      text padded to 40 tokens and with realistic caption/phrase lengths, plus a kernel profile of one step;
+#   3. base in the official loader's shape (box pairs from 50 images);
+#   4. base with torch.compile'd encoders;
+#   5. benchmarks/data.py: loader throughput per worker, and JPEG decoding on the GPU (nvjpeg).
 # Results land in $OUT (default /tmp/x2vlm-cuda). Wheels for packages the machine lacks may sit in .whl/.
 set -uo pipefail
 OUT=${OUT:-/tmp/x2vlm-cuda}
@@ -26,9 +28,17 @@ cp "$demo/eval.json" "$OUT/demo-eval.json" 2>/dev/null
 
 
 timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
-  --configs base large --steps 10 --profile --out "$OUT" 2>&1 | grep -v "^USDT\|profiler_st" | tee "$OUT/bench.log"
+  --configs base large --texts padded realistic --steps 10 --profile --out "$OUT" 2>&1 \
+  | grep -v "^USDT\|profiler_st" | tee "$OUT/bench.log"
 
+mkdir -p "$OUT/official_shape"
+timeout "${SHAPE_TIMEOUT:-120}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
+  --configs base --box-images 50 --texts padded --steps 10 --out "$OUT/official_shape" 2>&1 \
+  | grep -v "^USDT\|profiler_st" | tee "$OUT/official_shape/bench.log"
 
 mkdir -p "$OUT/compiled"
 timeout "${COMPILE_TIMEOUT:-200}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
-  --configs base --compile on --steps 10 --out "$OUT/compiled" 2>&1 | grep -v "^USDT\|profiler_st" | tee "$OUT/compiled/bench.log"
+  --configs base --compile on --texts padded realistic --steps 10 --out "$OUT/compiled" 2>&1 \
+  | grep -v "^USDT\|profiler_st" | tee "$OUT/compiled/bench.log"
+
+timeout "${DATA_TIMEOUT:-120}" python3 benchmarks/data.py --scale 0.3 --out "$OUT/data-cuda.json" 2>&1 | tee "$OUT/data.log"

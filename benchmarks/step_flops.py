@@ -3,7 +3,7 @@
     python benchmarks/step_flops.py [--configs base large] [--batch 128] [--text-len 40]
 
 The models live on the meta device, so a base or large step at batch 128 (+128 box pairs from their own
-images, every text padded to 40 tokens, as benchmarks/train_step.py) is counted in seconds on a CPU by
+images, every text padded to 40 tokens or at realistic lengths, as benchmarks/train_step.py) is counted in seconds on a CPU by
 torch's FlopCounterMode (forward + backward). The 0.1 step is the reference the step-equality test keeps
 (tests/x2vlm_core/reference_step.py): two text-encoder calls, three fusion calls, keys/values per pair.
 Both steps get the same hard negatives and MLM masks. Writes benchmarks/results/step_flops.json.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import tempfile
@@ -37,12 +38,15 @@ def _meta(value: object) -> object:
     return value.to("meta") if isinstance(value, torch.Tensor) else value
 
 
-def count(name: str, batch: int, tmp: Path) -> dict[str, float | str | int]:
+def count(name: str, batch: int, texts: str, tmp: Path) -> dict[str, float | str | int]:
     cfg = load_config(ROOT / "configs" / train_step.CONFIGS[name], train_step._overrides(name, tmp))
     with torch.device("meta"):
         model = build_model(cfg.model)
-    data = train_step._batch(model, batch, batch, separate_box_images=True)  # built on the CPU
+    data = train_step._batch(model, batch, batch, None)  # built on the CPU
     tok = model.tokenizer
+    data = (train_step._pad_text(data, model.max_text_len, tok.pad_id) if texts == "padded"
+            else train_step._realistic_text(data, tok.vocab_size, tok.cls_id, tok.sep_id, tok.pad_id))
+    real_tokens = int(data.text.mask.sum())
     special = (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.unk_id)
     masked = mlm.mask_tokens(data.text, special, tok.vocab_size, tok.mask_id, mlm.MlmLossConfig())
     feats = torch.nn.functional.normalize(torch.randn(data.size, 8), dim=-1)
@@ -54,7 +58,8 @@ def count(name: str, batch: int, tmp: Path) -> dict[str, float | str | int]:
     data = data.to("meta")
     steps = {"today": lambda: build_step(model, build_losses(cfg.losses))(data).loss,
              "0.1": lambda: sum(reference_losses(model, data, neg, masked).values())}
-    row: dict[str, float | str | int] = {"config": name, "image_pairs": batch, "box_pairs": data.n_box,
+    row: dict[str, float | str | int] = {"config": name, "texts": texts, "real_tokens": real_tokens,
+                                         "image_pairs": batch, "box_pairs": data.n_box,
                                          "images": int(data.images.shape[0]), "text_len": int(data.text.ids.shape[1])}
     for key, loss in steps.items():
         counter = FlopCounterMode(display=False)
@@ -69,15 +74,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["base", "large"], choices=["base", "large"])
     parser.add_argument("--batch", type=int, default=128, help="image pairs = box pairs per step")
+    parser.add_argument("--texts", nargs="+", default=["padded", "realistic"], choices=["padded", "realistic"],
+                        help="every text padded to 40 tokens, or realistic lengths (benchmarks/train_step.py)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "step_flops.json")
     args = parser.parse_args()
     rows = []
-    print(f"{'config':>6} {'pairs':>5} {'images':>6} {'0.1 TFLOP':>10} {'today TFLOP':>11} {'saved':>6}")
+    print(f"{'config':>6} {'texts':>9} {'pairs':>5} {'images':>6} {'text len':>8} {'0.1 TFLOP':>10} {'today TFLOP':>11} "
+          f"{'saved':>6}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.configs:
-            r = count(name, args.batch, Path(tmp))
+        for name, texts in itertools.product(args.configs, args.texts):
+            r = count(name, args.batch, texts, Path(tmp))
             rows.append(r)
-            print(f"{r['config']:>6} {r['image_pairs'] + r['box_pairs']:5} {r['images']:6} {r['TFLOP_0.1']:10.2f} "
+            print(f"{r['config']:>6} {texts:>9} {r['image_pairs'] + r['box_pairs']:5} {r['images']:6} {r['text_len']:8} "
+                  f"{r['TFLOP_0.1']:10.2f} "
                   f"{r['TFLOP_today']:11.2f} {r['saved_pct']:5.1f}%", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"counted_on": "meta device (FlopCounterMode, forward + backward)",

@@ -102,13 +102,14 @@ def _scratch_checkpoint(pre: RunConfig, text: dict[str, Any], out: Path) -> Path
 def _finetune_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     languages = list(LANGUAGES) if args.finetune_languages == ["all"] else args.finetune_languages
     return {
+        "task": {"plugin": "retrieval", "rerank_k": args.rerank_k},
         "data": {"sources": [{"plugin": "synthetic", "split": "train", "seed": args.seed, "languages": languages}],
-                 "image_pairs": args.batch, "box_pairs": 0, "video_pairs": 0},
+                 "batch_size": args.batch},
         "train": {"steps": args.finetune_steps, "warmup_steps": max(1, args.finetune_steps // 10), "lr": args.lr,
                   "checkpoint_every": args.finetune_steps, "log_every": max(1, args.finetune_steps // 10),
                   "accelerator": args.accelerator, "seed": args.seed, "out_dir": str(out)},
         "eval": {"data": [{"plugin": "synthetic", "split": "test", "seed": args.seed}], "languages": list(LANGUAGES),
-                 "samples": args.eval_samples, "rerank_k": args.rerank_k, "batch_size": 64},
+                 "samples": args.eval_samples, "batch_size": 64},
     }
 
 
@@ -161,12 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = finetune_config_from(_finetune_config(args, work / f"ft_{condition}"))
         torch.manual_seed(args.seed)
-        result = finetune(checkpoint, cfg, progress=False, print_table=False)
+        result = finetune(checkpoint, cfg, progress=False)
         results[condition] = result.evaluation
         timings[f"{condition}_s"] = time.perf_counter() - t0
 
-    rows = [[c, *(results[c][f"lang/{lang}/mean_recall"] for lang in LANGUAGES),
-             results[c]["multilingual/mean_recall"]] for c in results]
+    rows = [[c, *(results[c][f"lang/{lang}/retrieval/mean_recall"] for lang in LANGUAGES),
+             results[c]["retrieval/mean_recall/mean_over_languages"]] for c in results]
     header = ["condition", *LANGUAGES, "mean"]
     print("\nmean of R@1/5/10 (both directions), per test language, after fine-tuning on "
           f"{' '.join(args.finetune_languages)} for {args.finetune_steps} steps")

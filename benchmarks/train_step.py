@@ -1,13 +1,16 @@
 """Benchmark one full pretraining step (forward, backward, AdamW step) for the demo, base and large configs.
 
     python benchmarks/train_step.py                       # CPU: demo at its batch, base/large at batch 2
-    python benchmarks/train_step.py --device cuda --batch 128 --precision bf16 --configs base large
+    python benchmarks/train_step.py --device cuda --batch 128 --precision bf16 --configs base large \
+        --texts padded realistic
 
-Batches are real ones: synthetic scenes through the BatchBuilder. As in the official recipe, the box-text
-pairs come from their own images (a region corpus), so a step at --batch 128 encodes 256 images, 256
-texts (+ 256 masked copies, in one text-encoder call) and runs ONE fusion call over 3·256 matching + 256 MLM
-+ 128 box pairs (keys/values projected once per image); every text is
-padded to max_text_len (40), the most the official recipe pays. Prints a table and writes
+Batches are real ones: synthetic scenes through the BatchBuilder. As in our loader, the box-text pairs
+come from their own images (a region corpus), so a step at --batch 128 encodes 256 images, 256 texts (+ 256
+masked copies, in one text-encoder call) and runs ONE fusion call over 3·256 matching + 256 MLM + 128 box
+pairs (keys/values projected once per image). `--box-images 50` gives the official loader's shape (128 box
+pairs from 50 images). `--texts padded` pads every text to max_text_len (40), the most the official recipe
+pays; `--texts realistic` draws caption and box-phrase lengths from a COCO/Visual-Genome-like histogram
+(FLOPs are counted for each). Prints a table and writes
 benchmarks/results/train_step-<device>.json with the machine description. --profile also writes the
 top kernels of one step (train_step-<device>-profile.txt).
 """
@@ -72,19 +75,55 @@ def _overrides(name: str, tmp: Path) -> list[str]:
     return [f"model.text={text}", "model.fusion.init_from_text=null"]
 
 
-def _batch(model: X2VLM, pairs: int, boxes: int, separate_box_images: bool) -> Batch:
+def _batch(model: X2VLM, pairs: int, boxes: int, box_images: int | None) -> Batch:
+    """Real synthetic scenes through the BatchBuilder. box_images None: box pairs from their own images, one
+    box each (ours); 0: from the image-text pairs' images; N: from N images of their own, several boxes each
+    (the official loader's shape: 128 box pairs from ~50 region-corpus images)."""
     reg = default_registry()
     size = model.vision.image_size
-    n = pairs + (boxes if separate_box_images else 0)
-    source = reg.build("data", {"plugin": "synthetic", "image_size": size, "samples": n})
+    own = boxes if box_images is None else box_images
+    n = pairs + own
+    source = reg.build("data", {"plugin": "synthetic", "image_size": size, "samples": n, "max_objects": 3})
     samples = list(itertools.islice(iter(source), n))  # type: ignore[call-overload]
-    if separate_box_images:  # image-text samples without boxes, then box-only samples (one box each is used)
+    if own:  # image-text samples without boxes, then box-only samples
         samples = ([dataclasses.replace(s, concepts=()) for s in samples[:pairs]]
                    + [dataclasses.replace(s, captions=()) for s in samples[pairs:]])
     builder = BatchBuilder(tokenizer=model.tokenizer, image_size=size, mean=model.vision.mean, std=model.vision.std,
                            max_text_len=model.max_text_len, image_pairs=pairs, box_pairs=boxes, video_pairs=0, frames=1)
-    batch = builder(samples, torch.Generator().manual_seed(0))
-    return _pad_text(batch, model.max_text_len, model.tokenizer.pad_id)
+    return builder(samples, torch.Generator().manual_seed(0))
+
+
+# Token counts ([CLS] and [SEP] included) of real pretraining texts, as (length, share): image captions like
+# COCO/CC3M (median ~13 BERT tokens, a tail to 40) and box texts like Visual Genome object labels and region
+# phrases (median ~5).
+CAPTION_LENGTHS = ((9, .05), (10, .08), (11, .12), (12, .15), (13, .15), (14, .12), (15, .10), (16, .07),
+                   (18, .06), (20, .05), (24, .03), (30, .015), (40, .005))
+BOX_LENGTHS = ((3, .20), (4, .22), (5, .20), (6, .14), (7, .09), (8, .06), (10, .05), (12, .03), (16, .01))
+
+
+def _realistic_text(batch: Batch, vocab: int, cls_id: int, sep_id: int, pad_id: int) -> Batch:
+    """Replace every text by one of a realistic length (drawn from the tables above, seeded): [CLS], word
+    pieces, [SEP], padded to the longest in the batch, each piece its own word."""
+    g = torch.Generator().manual_seed(0)
+
+    def draw(table: tuple[tuple[int, float], ...], n: int) -> torch.Tensor:
+        if n == 0:
+            return torch.zeros(0, dtype=torch.long)
+        lengths, shares = zip(*table, strict=True)
+        picks = torch.multinomial(torch.tensor(shares), n, replacement=True, generator=g)
+        return torch.tensor(lengths)[picks]
+
+    lengths = torch.cat([draw(CAPTION_LENGTHS, batch.n_image), draw(BOX_LENGTHS, batch.n_box),
+                         draw(CAPTION_LENGTHS, batch.n_video)])
+    width = int(lengths.max())
+    pos = torch.arange(width)
+    mask = pos[None] < lengths[:, None]
+    ids = torch.randint(5, vocab, (len(lengths), width), generator=g)  # ids 0-4: the specials of our vocabs
+    ids[:, 0] = cls_id
+    ids[torch.arange(len(lengths)), lengths - 1] = sep_id
+    ids = ids.masked_fill(~mask, pad_id)
+    word_ids = torch.where(mask, pos[None].expand_as(ids), torch.full_like(ids, -1))
+    return dataclasses.replace(batch, text=TokenizedText(ids=ids, mask=mask, word_ids=word_ids))
 
 
 def _pad_text(batch: Batch, length: int, pad_id: int) -> Batch:
@@ -104,7 +143,8 @@ class Options:
     precision: str
     steps: int
     compile: bool
-    separate_box_images: bool
+    box_images: int | None
+    texts: str
     profile: Path | None
 
 
@@ -115,7 +155,10 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
     train_step = build_step(model, build_losses(cfg.losses))
     pairs = batch if batch is not None else cfg.data.image_pairs
     boxes = batch if batch is not None else cfg.data.box_pairs
-    data = _batch(model, pairs, boxes, opt.separate_box_images).to(device)
+    data = _batch(model, pairs, boxes, opt.box_images)
+    tok = model.tokenizer
+    data = (_pad_text(data, model.max_text_len, tok.pad_id) if opt.texts == "padded"
+            else _realistic_text(data, tok.vocab_size, tok.cls_id, tok.sep_id, tok.pad_id)).to(device)
     optimizer = build_optimizer(model, cfg.train, set(), fused=device.startswith("cuda"))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[opt.precision]
     cuda = device.startswith("cuda")
@@ -155,6 +198,7 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
         "images": int(data.images.shape[0]), "text_len": int(data.text.ids.shape[1]),
         "pairs_per_step": data.size, "ms_per_step": dt * 1e3, "samples_per_s": data.size / dt,
         "model_TFLOP_per_step": flops / 1e12, "TFLOP_per_s": flops / dt / 1e12,
+        "texts": opt.texts, "real_tokens": int(data.text.mask.sum()),
         "peak_mem_GiB": peak, "precision": opt.precision, "compile": opt.compile, "warmup_s": t_warm,
     }
     del model, train_step, optimizer, data
@@ -200,8 +244,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
                         help="run each config eagerly (off), with torch.compile'd encoders (on), or both")
-    parser.add_argument("--shared-box-images", action="store_true",
-                        help="take box pairs from the image-text pairs' images (fewer images per step)")
+    parser.add_argument("--box-images", type=int, default=None,
+                        help="images the box pairs come from: default one of their own per box pair; 0: the "
+                             "image-text pairs' images; N: N images of their own (the official shape: 50)")
+    parser.add_argument("--texts", nargs="+", default=["padded"], choices=["padded", "realistic"],
+                        help="padded: every text 40 tokens (the worst case the recipe allows); realistic: "
+                             "caption and box-phrase lengths drawn from a COCO/VG-like histogram")
     parser.add_argument("--profile", action="store_true", help="write the top kernels of one step")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -219,18 +267,18 @@ def main() -> None:
         "platform": platform.platform(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__, "device": torch.cuda.get_device_name() if kind == "cuda" else "cpu",
     }
-    print(f"{'config':>6} {'params':>8} {'compile':>7} {'pairs':>5} {'images':>6} {'ms/step':>9} {'pairs/s':>9} "
-          f"{'TFLOP/s':>8} {'peak GiB':>8}")
+    print(f"{'config':>6} {'params':>8} {'compile':>7} {'texts':>9} {'pairs':>5} {'images':>6} {'tokens':>6} "
+          f"{'TFLOP':>7} {'ms/step':>9} {'pairs/s':>9} {'TFLOP/s':>8} {'peak GiB':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
-            for mode in args.compile:
+            for mode, texts in itertools.product(args.compile, args.texts):
                 batch = None if name == "demo" else (args.batch or (2 if args.device == "cpu" else None))
-                opt = Options(args.device, args.precision, args.steps, mode == "on", not args.shared_box_images,
+                opt = Options(args.device, args.precision, args.steps, mode == "on", args.box_images, texts,
                               profile)
                 r = run(name, batch, opt, Path(tmp))
                 rows.append(r)
-                print(f"{r['config']:>6} {r['params_M']:7.1f}M {mode:>7} {r['pairs_per_step']:5} {r['images']:6} "
-                      f"{r['ms_per_step']:9.1f} {r['samples_per_s']:9.1f} {r['TFLOP_per_s']:8.1f} "
+                print(f"{r['config']:>6} {r['params_M']:7.1f}M {mode:>7} {texts:>9} {r['pairs_per_step']:5} "
+                      f"{r['images']:6} {r['real_tokens']:6} {r['model_TFLOP_per_step']:7.2f} {r['ms_per_step']:9.1f} {r['samples_per_s']:9.1f} {r['TFLOP_per_s']:8.1f} "
                       f"{r['peak_mem_GiB']:8.2f}", flush=True)
                 # Written after every row: a run cut short still leaves what it measured.
                 out.write_text(json.dumps({"machine": machine, "args": vars(args) | {"out": str(args.out)},

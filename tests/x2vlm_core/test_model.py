@@ -103,3 +103,18 @@ def test_base_config_builds_and_steps(tmp_path: Path) -> None:
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert model.fusion.layer[0].crossattention.self.key.weight.grad is not None  # type: ignore[union-attr,index]
+
+
+def test_a_training_step_makes_no_host_device_sync(tiny_tokenizer: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forward and backward of a mixed step read nothing back to the host (on a GPU each read would stall the
+    queue): .item(), .tolist(), bool(tensor), nonzero() and masked_select all raise here."""
+    from tests.plugins.loss.conftest import forbid_host_sync
+
+    cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tiny_tokenizer}"])
+    model = build_model(cfg.model)
+    step = build_step(model, build_losses(cfg.losses))
+    batch = _mixed_batch(model)
+    with forbid_host_sync(monkeypatch):
+        out = step(batch)
+        out.loss.backward()
+    assert model.heads.itm[0].weight.grad is not None
