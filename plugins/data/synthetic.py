@@ -3,7 +3,8 @@
 The embedded data of `x2vlm pretrain --config configs/demo.yaml` (X²-VLM's (I, T, {(V_i, T_i)}) samples
 in miniature): images of 1–3 shapes (5 shapes × 6 colours × 2 sizes, 9 grid locations, 4 relations,
 6 backgrounds) with one caption in one of en/de/fr/cs/zh/ja, one object concept per shape (attributes:
-colour and size words) and region concepts over one or two shapes; or clips of 1–2 shapes moving in
+colour and size words) and region concepts over one or two shapes (`concepts` keeps only some kinds, for
+the data ablations); or clips of 1–2 shapes moving in
 one of 4 directions. Task kinds draw from the same world:
 
     vqa          QASample [3,H,W]: colour / shape / size / count / position / exists questions, one answer
@@ -60,6 +61,7 @@ __all__ = ["RECORD_KINDS", "Plan", "Synthetic", "SyntheticConfig", "describe_cli
 
 RECORD_KINDS = ("image", "video", "vqa", "video_qa", "nlvr2", "refexp", "composition")  # the values of `kind`
 Plan = QAPlan | PairPlan | RefPlan | CompositionPlan
+_CONCEPT_KINDS = {"object": ConceptKind.OBJECT, "region": ConceptKind.REGION}  # values of `concepts`
 _ANSWERS = 10  # VQA v2 keeps 10 human answers; 10 equal ones make soft accuracy exact accuracy
 _PLANNERS: dict[str, Callable[[random.Random, World, Words], Plan]] = {
     "vqa": plan_vqa, "video_qa": plan_video_qa, "nlvr2": plan_nlvr2,
@@ -96,6 +98,11 @@ class SyntheticConfig(BaseModel):
     )
     holdout: tuple[str, ...] = Field(
         (), description="'colour shape' combos kept out of train/val/test, used by split 'compositional'"
+    )
+    concepts: tuple[Literal["object", "region"], ...] = Field(
+        ("object", "region"),
+        description="concept kinds that kind 'image' records carry (the data ablations: ['region'] = without "
+        "object data, ['object'] = without region data, [] = captions only); the scenes stay the same",
     )
 
     @field_validator("languages")
@@ -250,12 +257,17 @@ class Synthetic(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
         if c.kind == "image":
             scene = self.scene(index)
             caption, concepts = describe_scene(scene, GRAMMARS[lang], c.image_size)
-            return Sample(key, self.name, self._image(scene, index), None, (caption,), concepts, lang)
+            return Sample(key, self.name, self._image(scene, index), None, (caption,), self._kept(concepts), lang)
         if c.kind == "video":
             clip = self.clip(index)
             frames = render_frames(clip, c.image_size, c.frames, c.style, self.look_seed(index, 0))
             return Sample(key, self.name, None, frames, (describe_clip(clip, GRAMMARS[lang]),), (), lang)
         return self._task_record(self.plan(index, lang), key, index, lang)
+
+    def _kept(self, concepts: tuple[Concept, ...]) -> tuple[Concept, ...]:
+        """The concepts of the kinds `concepts` asks for (all of them by default)."""
+        kinds = {_CONCEPT_KINDS[k] for k in self.config.concepts}
+        return tuple(c for c in concepts if c.kind in kinds)
 
     def _task_record(self, plan: Plan, key: str, index: int, lang: str) -> Record:
         c = self.config
@@ -297,7 +309,7 @@ class Synthetic(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
             for lang in self.config.languages:
                 grammar = GRAMMARS[lang]
                 caption, concepts = describe_scene(scene, grammar, self.config.image_size)
-                texts += [caption, *(k.text for k in concepts), describe_clip(clip, grammar)]
+                texts += [caption, *(k.text for k in self._kept(concepts)), describe_clip(clip, grammar)]
                 if task:
                     texts += plan_texts(self.plan(index, lang), grammar, self.config.image_size)
         return texts[:n]

@@ -4,7 +4,8 @@ X²-VLM (Zeng et al., TPAMI 2023), following ALBEF: for every concept one negati
 text one negative concept, sampled ∝ softmax(sim / τ) among the local pairs that are not positives
 (shared visual_id or text_id). The 3·M pairs go through fusion in one call; a 2-way head on the fused
 [CLS] tells matched from unmatched. Rows without any valid negative are weighted out (the reference
-code's NaN source: an all-zero sampling row).
+code's NaN source: an all-zero sampling row). With `box_pairs: false` only the whole-image and video
+rows take part (positives and negatives alike): the ablation without multi-grained alignment.
 """
 
 from __future__ import annotations
@@ -13,18 +14,30 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from x2vlm_core.plugin_api import FusionPairs, LossModule, LossOutput, LossPlan, PluginSpec, StepInputs, hookimpl, shared_denominator
+from plugins.loss.contrastive import BOX_PAIRS_HELP, alignment_rows
+from x2vlm_core.plugin_api import (
+    FusionPairs,
+    LossModule,
+    LossOutput,
+    LossPlan,
+    PluginSpec,
+    StepInputs,
+    hookimpl,
+    shared_denominator,
+)
 
 __all__ = ["HardNegatives", "MatchingLoss", "MatchingLossConfig", "sample_hard_negatives"]
 
 
 class MatchingLossConfig(BaseModel):
-    """No options: sampling uses the model's temperature; the weight is set by x2vlm_core."""
+    """Which pairs are matched; sampling uses the model's temperature, the weight is set by x2vlm_core."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    box_pairs: bool = Field(True, description=BOX_PAIRS_HELP)
 
 
 @dataclass(frozen=True)
@@ -80,23 +93,36 @@ class MatchingLoss(LossModule):
         super().__init__()
         self.config = config
 
-    def pairs(self, inputs: StepInputs, plan: LossPlan) -> FusionPairs:
+    def _ids(self, inputs: StepInputs) -> tuple[Tensor | None, Tensor, Tensor]:
+        """(kept rows or None = all, their visual ids, their text ids)."""
         batch = inputs.batch
-        neg = sample_hard_negatives(
-            inputs.image_feat, inputs.text_feat, batch.visual_id, batch.text_id, inputs.temperature
-        )
-        rows = torch.arange(batch.size, device=batch.visual_id.device)
-        # Text rows [0, M) are the batch's own texts; segments [0, M) their visual concepts.
+        kept = alignment_rows(batch, self.config.box_pairs)
+        if kept is None:
+            return None, batch.visual_id, batch.text_id
+        return kept, batch.visual_id.index_select(0, kept), batch.text_id.index_select(0, kept)
+
+    def pairs(self, inputs: StepInputs, plan: LossPlan) -> FusionPairs:
+        kept, visual_id, text_id = self._ids(inputs)
+        if visual_id.shape[0] == 0:  # nothing kept (a batch of box pairs only): no pair to sample from
+            nothing = visual_id.new_zeros(0)
+            return FusionPairs(text=nothing, segment=nothing, head="itm")
+        image_feat, text_feat = inputs.image_feat, inputs.text_feat
+        if kept is not None:
+            image_feat, text_feat = image_feat.index_select(0, kept), text_feat.index_select(0, kept)
+        neg = sample_hard_negatives(image_feat, text_feat, visual_id, text_id, inputs.temperature)
+        # Text rows [0, M) are the batch's own texts; segments [0, M) their visual concepts. Negatives index
+        # the kept rows, so they map back through `rows`.
+        rows = torch.arange(visual_id.shape[0], device=visual_id.device) if kept is None else kept
         return FusionPairs(
-            text=torch.cat((rows, neg.text_for_concept, rows)),
-            segment=torch.cat((rows, rows, neg.concept_for_text)),
+            text=torch.cat((rows, rows[neg.text_for_concept], rows)),
+            segment=torch.cat((rows, rows, rows[neg.concept_for_text])),
             head="itm",
         )
 
     def forward(self, inputs: StepInputs, plan: LossPlan, fused: Tensor | None) -> LossOutput:
         assert fused is not None  # pairs() always asks
-        batch = inputs.batch
-        m = batch.size
+        _, visual_id, text_id = self._ids(inputs)
+        m = int(visual_id.shape[0])  # host int: a shape
         logits = fused[:, 0].float()  # [3M, 2]
         labels = torch.cat(
             (
@@ -105,7 +131,7 @@ class MatchingLoss(LossModule):
             )
         )
         # A row without any allowed negative was sampled uniformly: weight it out (the same test as the sampler's).
-        valid = (~_positive(batch.visual_id, batch.text_id)).any(-1)
+        valid = (~_positive(visual_id, text_id)).any(-1)
         weight = torch.cat((torch.ones(m, device=logits.device), valid.float(), valid.float()))
         # At least the M positive rows carry weight, so the denominator is >= 1 whenever M >= 1.
         total = shared_denominator(weight.sum())

@@ -4,7 +4,8 @@ X²-VLM (Zeng et al., TPAMI 2023), after BERT: per text k = min(max_masks, max(1
 tokens are chosen (whole words by default); 80% become [MASK], 10% a random non-special token, 10%
 stay; the masked text is re-encoded, fused with the concept tokens, and the chosen positions are
 predicted. Predictions are gathered into a fixed [M, max_masks] layout, so nothing depends on
-data-dependent shapes (no boolean indexing, no host-device syncs).
+data-dependent shapes (no boolean indexing, no host-device syncs). With `box_pairs: false` only the
+whole-image and video texts are masked and predicted (the ablation without multi-grained alignment).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
+from plugins.loss.contrastive import BOX_PAIRS_HELP, alignment_rows
 from x2vlm_core.plugin_api import (
     Batch,
     FusionPairs,
@@ -50,6 +52,7 @@ class MlmLossConfig(BaseModel):
         0.1, ge=0.0, le=1.0, description="chosen tokens replaced by a random non-special token"
     )
     p_keep: float = Field(0.1, ge=0.0, le=1.0, description="chosen tokens left unchanged")
+    box_pairs: bool = Field(True, description=BOX_PAIRS_HELP)
 
     @model_validator(mode="after")
     def _probabilities_sum_to_one(self) -> MlmLossConfig:
@@ -155,9 +158,11 @@ def mask_tokens(
 
 @dataclass(frozen=True)
 class MlmPlan(LossPlan):
-    """The masked copies (as `texts`, encoded in the step's text call) and their targets."""
+    """The masked copies (as `texts`, encoded in the step's text call) and their targets; `rows` [K]: the
+    batch rows they copy (None = all M, in order)."""
 
     masked: MaskedText | None = None
+    rows: Tensor | None = None
 
 
 class MlmLoss(LossModule):
@@ -169,15 +174,19 @@ class MlmLoss(LossModule):
 
     def prepare(self, batch: Batch, tokenizer: Tokenizer) -> MlmPlan:
         text = batch.text
+        kept = alignment_rows(batch, self.config.box_pairs)
+        if kept is not None:
+            text = TokenizedText(*(x.index_select(0, kept) for x in (text.ids, text.mask, text.word_ids)))
         special = (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id, tokenizer.unk_id)
         masked = mask_tokens(text, special, tokenizer.vocab_size, tokenizer.mask_id, self.config)
-        return MlmPlan(texts=TokenizedText(masked.ids, text.mask, text.word_ids), masked=masked)
+        return MlmPlan(texts=TokenizedText(masked.ids, text.mask, text.word_ids), masked=masked, rows=kept)
 
     def pairs(self, inputs: StepInputs, plan: LossPlan) -> FusionPairs:
         assert isinstance(plan, MlmPlan) and plan.masked is not None
-        rows = torch.arange(inputs.batch.size, device=plan.masked.ids.device)
+        copies = torch.arange(plan.masked.ids.shape[0], device=plan.masked.ids.device)
+        segment = copies if plan.rows is None else plan.rows
         # Each masked copy with its own pair's visual concept; only the predicted slots are read.
-        return FusionPairs(text=plan.first_row + rows, segment=rows, positions=plan.masked.positions, head="mlm")
+        return FusionPairs(text=plan.first_row + copies, segment=segment, positions=plan.masked.positions, head="mlm")
 
     def forward(self, inputs: StepInputs, plan: LossPlan, fused: Tensor | None) -> LossOutput:
         assert isinstance(plan, MlmPlan) and plan.masked is not None and fused is not None

@@ -1,9 +1,10 @@
-"""Contrastive loss: multi-positive loop reference, CLIP equivalence, simulated 2-rank gather."""
+"""Contrastive loss: multi-positive loop reference, CLIP equivalence, simulated 2-rank gather, box_pairs off."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,10 +12,10 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from plugins.loss import contrastive
-from plugins.loss.contrastive import ContrastiveLoss, ContrastiveLossConfig, contrastive_terms
+from plugins.loss.contrastive import ContrastiveLoss, ContrastiveLossConfig, alignment_rows, contrastive_terms
 from registry import PluginRegistry
 from tests.plugins.loss.conftest import with_features
-from x2vlm_core.contracts import LossModule, LossPlan, StepInputs
+from x2vlm_core.contracts import LossModule, LossPlan, StepInputs, TokenizedText
 from x2vlm_core.contracts.factories import KINDS
 
 
@@ -152,3 +153,47 @@ def test_forward_has_no_host_device_sync(
         out = _run(state)
         out.loss.backward()
     assert bool(torch.isfinite(out.loss))
+
+
+# ------------------------------------------------------------------ box_pairs: false (no multi-grained alignment)
+def without_box_rows(inputs: StepInputs) -> tuple[StepInputs, torch.Tensor]:
+    """The same step with its box rows removed (n_box = 0), and the kept row indices [K] of the original."""
+    b = inputs.batch
+    kept = torch.cat((torch.arange(b.n_image), torch.arange(b.n_image + b.n_box, b.size)))
+    text = TokenizedText(b.text.ids[kept], b.text.mask[kept], b.text.word_ids[kept])
+    batch = replace(b, text=text, source=b.source[kept], boxes=b.boxes[kept], kind=b.kind[kept],
+                    visual_id=b.visual_id[kept], text_id=b.text_id[kept], n_box=0)
+    return replace(inputs, batch=batch, image_feat=inputs.image_feat[kept], text_feat=inputs.text_feat[kept]), kept
+
+
+def test_alignment_rows_are_the_whole_image_and_video_rows(make_inputs: Callable[..., StepInputs]) -> None:
+    batch = make_inputs(n_image=3, n_box=4, n_video=2).batch
+    assert alignment_rows(batch, True) is None
+    assert alignment_rows(batch, False).tolist() == [0, 1, 2, 7, 8]  # type: ignore[union-attr]
+    assert alignment_rows(make_inputs(n_image=2, n_box=0, n_video=1).batch, False) is None
+
+
+def test_without_box_pairs_equals_the_loss_on_the_batch_without_its_box_rows(
+    make_inputs: Callable[..., StepInputs]
+) -> None:
+    # ids shared between a box row and a whole-image row: kept rows must not see the box row as a positive
+    vid = [0, 1, 2, 0, 1, 5, 6, 7]
+    state = make_inputs(n_image=3, n_box=4, n_video=1, visual_id=vid)
+    ablated = ContrastiveLoss(ContrastiveLossConfig(box_pairs=False))(state, LossPlan(), None)
+    sliced, kept = without_box_rows(state)
+    reference = _run(sliced)
+    torch.testing.assert_close(ablated.loss, reference.loss)
+    assert ablated.loss.item() != pytest.approx(_run(state).loss.item())  # the option changes something
+    ablated.loss.backward()
+    grad = state.image_feat.grad
+    assert grad is not None and float(grad[3:7].abs().sum()) == 0.0  # box rows get no gradient
+    assert float(grad[kept].abs().sum()) > 0.0
+
+
+def test_without_box_pairs_a_batch_of_box_pairs_only_gives_zero_not_nan(
+    make_inputs: Callable[..., StepInputs]
+) -> None:
+    state = make_inputs(n_image=0, n_box=4, n_video=0)
+    out = ContrastiveLoss(ContrastiveLossConfig(box_pairs=False))(state, LossPlan(), None)
+    assert out.loss.item() == 0.0 and all(bool(torch.isfinite(v)) for v in out.logs.values())
+    out.loss.backward()  # still part of the graph

@@ -1,4 +1,5 @@
-"""Matching loss: hard-negative sampling, the pairs it asks for, per-pair reference, no NaN in corner cases."""
+"""Matching loss: hard-negative sampling, the pairs it asks for, per-pair reference, no NaN in corner cases,
+box_pairs off."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from plugins.loss import matching
 from plugins.loss.matching import MatchingLoss, MatchingLossConfig, sample_hard_negatives
 from registry import PluginRegistry
+from tests.plugins.loss.test_contrastive import without_box_rows
 from x2vlm_core.contracts import LossPlan, StepInputs
 from x2vlm_core.contracts.factories import KINDS
 
@@ -151,3 +153,30 @@ def test_pairs_and_loss_have_no_host_device_sync(
         _loss().pairs(inputs, LossPlan())
         out = _loss()(inputs, LossPlan(), fused)
         out.loss.backward()
+
+
+# ------------------------------------------------------------------ box_pairs: false (no multi-grained alignment)
+def test_without_box_pairs_matches_only_whole_visual_rows(make_inputs: Callable[..., StepInputs]) -> None:
+    vid = [0, 1, 2, 0, 1, 5, 6, 7]  # box rows 3, 4 share images with rows 0, 1
+    inputs = make_inputs(n_image=3, n_box=4, n_video=1, visual_id=vid)
+    sliced, kept = without_box_rows(inputs)
+    ablated = MatchingLoss(MatchingLossConfig(box_pairs=False))
+    torch.manual_seed(5)
+    pairs = ablated.pairs(inputs, LossPlan())
+    torch.manual_seed(5)
+    reference = _loss().pairs(sliced, LossPlan())
+    # the same sampling on the kept rows, in the original batch's row numbers
+    assert torch.equal(pairs.text, kept[reference.text]) and torch.equal(pairs.segment, kept[reference.segment])
+    assert not set(pairs.text.tolist()) & {3, 4, 5, 6} and not set(pairs.segment.tolist()) & {3, 4, 5, 6}
+    fused = _fused(sliced)
+    torch.testing.assert_close(ablated(inputs, LossPlan(), fused).loss, _loss()(sliced, LossPlan(), fused).loss)
+
+
+def test_without_box_pairs_a_batch_of_box_pairs_only_asks_nothing(make_inputs: Callable[..., StepInputs]) -> None:
+    inputs = make_inputs(n_image=0, n_box=4, n_video=0)
+    ablated = MatchingLoss(MatchingLossConfig(box_pairs=False))
+    pairs = ablated.pairs(inputs, LossPlan())
+    assert pairs.text.numel() == 0 and pairs.segment.numel() == 0
+    fused = torch.zeros((0, 1, 2), requires_grad=True)
+    out = ablated(inputs, LossPlan(), fused)
+    assert out.loss.item() == 0.0 and bool(torch.isfinite(out.logs["acc"]))

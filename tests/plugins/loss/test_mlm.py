@@ -1,4 +1,5 @@
-"""MLM: which tokens are chosen (k per row, specials, whole words), 80/10/10, loss vs a loop reference."""
+"""MLM: which tokens are chosen (k per row, specials, whole words), 80/10/10, loss vs a loop reference,
+box_pairs off."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from plugins.loss import mlm
 from plugins.loss.mlm import MlmLoss, MlmLossConfig, MlmPlan, _random_non_special, mask_tokens
 from registry import PluginRegistry
 from tests.plugins.loss.conftest import VOCAB
-from x2vlm_core.contracts import StepInputs, TokenizedText
+from tests.plugins.loss.test_contrastive import without_box_rows
+from x2vlm_core.contracts import LossPlan, StepInputs, TokenizedText
 from x2vlm_core.contracts.factories import KINDS
 
 SPECIAL = (0, 1, 2, 3, 4)  # pad, cls, sep, mask, unk
@@ -209,3 +211,52 @@ def test_plan_and_loss_have_no_host_device_sync(
         loss.pairs(inputs, plan)
         out = loss(inputs, plan, logits)
         out.loss.backward()
+
+
+# ------------------------------------------------------------------ box_pairs: false (no multi-grained alignment)
+def test_without_box_pairs_masks_and_predicts_only_whole_visual_texts(make_inputs: Callable[..., StepInputs]) -> None:
+    inputs = make_inputs(n_image=3, n_box=4, n_video=1, length=12)
+    sliced, kept = without_box_rows(inputs)
+    config = MlmLossConfig(max_masks=5)
+    ablated = MlmLoss(config.model_copy(update={"box_pairs": False}))
+    torch.manual_seed(4)
+    plan = replace(ablated.prepare(inputs.batch, inputs.tokenizer), first_row=inputs.batch.size)
+    torch.manual_seed(4)
+    reference = replace(MlmLoss(config).prepare(sliced.batch, sliced.tokenizer), first_row=inputs.batch.size)
+    assert isinstance(plan, MlmPlan) and plan.texts is not None and reference.texts is not None
+    assert plan.texts.ids.shape[0] == len(kept) == 4  # only the kept rows are copied (and encoded)
+    assert torch.equal(plan.texts.ids, reference.texts.ids)
+    pairs = ablated.pairs(inputs, plan)
+    assert torch.equal(pairs.text, inputs.batch.size + torch.arange(4))
+    assert torch.equal(pairs.segment, kept)  # each copy reads its own row's concept, never a box
+    logits = torch.randn((4, 5, VOCAB), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ablated(inputs, plan, logits).loss, MlmLoss(config)(sliced, reference, logits).loss)
+
+
+def test_without_box_pairs_a_batch_of_box_pairs_only_gives_zero(make_inputs: Callable[..., StepInputs]) -> None:
+    inputs = make_inputs(n_image=0, n_box=4, n_video=0)
+    loss = MlmLoss(MlmLossConfig(box_pairs=False))
+    plan = replace(loss.prepare(inputs.batch, inputs.tokenizer), first_row=inputs.batch.size)
+    pairs = loss.pairs(inputs, plan)
+    assert pairs.text.numel() == 0 and pairs.positions is not None and pairs.positions.shape == (0, 12)
+    out = loss(inputs, plan, torch.zeros((0, 12, VOCAB), requires_grad=True))
+    assert out.loss.item() == 0.0 and bool(torch.isfinite(out.logs["acc"]))
+
+
+def test_without_box_pairs_has_no_host_device_sync(
+    make_inputs: Callable[..., StepInputs], no_host_sync: Callable[[], object]
+) -> None:
+    from plugins.loss.contrastive import ContrastiveLoss, ContrastiveLossConfig
+    from plugins.loss.matching import MatchingLoss, MatchingLossConfig
+
+    inputs = make_inputs(n_image=3, n_box=4, n_video=1, visual_id=[0, 0, 1, 2, 3, 4, 5, 6])
+    loss = MlmLoss(MlmLossConfig(box_pairs=False))
+    matching = MatchingLoss(MatchingLossConfig(box_pairs=False))
+    with no_host_sync():  # type: ignore[attr-defined]
+        plan = replace(loss.prepare(inputs.batch, inputs.tokenizer), first_row=inputs.batch.size)
+        loss.pairs(inputs, plan)
+        out = loss(inputs, plan, torch.randn((4, 12, VOCAB)).requires_grad_(True))
+        matching.pairs(inputs, LossPlan())
+        matched = matching(inputs, LossPlan(), torch.randn((12, 1, 2)))
+        aligned = ContrastiveLoss(ContrastiveLossConfig(box_pairs=False))(inputs, LossPlan(), None)
+        (out.loss + matched.loss + aligned.loss).backward()
