@@ -5,6 +5,10 @@ post-LayerNorm residual block as in BERT. Parameter names follow transformers' B
 cross-attention (`layer.{i}.attention.self.query`, `.crossattention.*`, `.intermediate.dense`,
 `.output.*`), so official X²-VLM fusion weights map by prefix and BERT layers copy in directly. Our own
 module because transformers 5 forces causal self-attention when BERT layers have cross-attention.
+
+Decoding (`start_decoding`, `decode`): each layer's cross-attention keys/values [S, H, 1+N, Dh] are projected
+once per segment and read by all G beams of a segment at once (their queries stacked, never copied per
+beam); self-attention runs new tokens [R, T, D] against the cached keys/values of the decoded positions.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from x2vlm_core.plugin_api import (
     ConfigError,
     FusionEncoder,
     FusionOutput,
+    KVCache,
     LayerSource,
     PluginSpec,
     TextEncoder,
     VisualMemory,
+    attend_cached,
+    attend_grouped,
     hookimpl,
 )
 
@@ -104,6 +111,24 @@ class _Attention(nn.Module):
         )
         return self.output(context.transpose(1, 2).reshape(b, length, width), x)
 
+    def decode_self(self, x: Tensor, allowed: Tensor, cache: KVCache | None, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention of new tokens x [R, T, D] over layer `index`'s cached + new keys, then the output
+        block; also the new keys/values [R, H, T, Dh]."""
+        proj = self.self
+        cached = cache is not None and bool(cache.keys)
+        context, k, v = attend_cached(
+            proj.query(x), proj.key(x), proj.value(x), self.heads, allowed,
+            cache.keys[index] if cached else None, cache.values[index] if cached else None,  # type: ignore[union-attr]
+            self.attn_dropout if self.training else 0.0,
+        )
+        return self.output(context, x), k, v
+
+    def decode_cross(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """Cross-attention of segment-major rows x [R, T, D] to per-segment keys/values [S, H, 1+N, Dh]."""
+        context = attend_grouped(self.self.query(x), keys, values, mask, self.heads,
+                                 self.attn_dropout if self.training else 0.0)
+        return self.output(context, x)
+
     def segment_keys_values(self, memory: VisualMemory, segment: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values [P, 1+N, D] of each pair's segment, projected once per image (patches) and once per
         segment ([CLS]), then gathered per pair."""
@@ -151,6 +176,15 @@ class _Layer(nn.Module):
         keys, values = self.crossattention.segment_keys_values(memory, segment, image)
         x = self.crossattention.attend(x, keys, values, cross_mask)
         return self.output(self.intermediate(x), x)
+
+    def decode(
+        self, x: Tensor, allowed: Tensor, cache: KVCache, index: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """New tokens x [R, T, D] → [R, T, D] against layer `index` of `cache`; also their keys/values."""
+        x, k, v = self.attention.decode_self(x, allowed, cache, index)
+        assert cache.cross_mask is not None
+        x = self.crossattention.decode_cross(x, cache.cross_keys[index], cache.cross_values[index], cache.cross_mask)
+        return self.output(self.intermediate(x), x), k, v
 
 
 def _attendable(mask: Tensor) -> Tensor:
@@ -280,6 +314,44 @@ class CrossAttentionFusion(FusionEncoder):
             # Only the last layer narrows to the read positions: earlier ones feed every position's keys.
             x = layer(x, self_mask, memory, segment, image, cross_mask, positions if i == last else None)
         return FusionOutput(tokens=x)
+
+
+    def start_decoding(self, memory: VisualMemory, segment: Tensor) -> KVCache:
+        """Cross-attention keys/values [S, H, 1+N, Dh] of segments `segment` [S] for every layer, projected
+        once (patches once per image); the self-attention cache starts empty."""
+        image = memory.image.index_select(0, segment)
+        segment_mask = memory.mask.index_select(0, segment)
+        mask = torch.cat((segment_mask.new_ones(segment.shape[0], 1), segment_mask), dim=1)
+        keys, values = [], []
+        for layer in self.layer:
+            cross = layer.crossattention
+            k, v = cross.segment_keys_values(memory, segment, image)  # [S, 1+N, D]
+            keys.append(_heads(k, cross.heads))
+            values.append(_heads(v, cross.heads))
+        return KVCache(cross_keys=tuple(keys), cross_values=tuple(values), cross_mask=mask)
+
+    def decode(
+        self, text: Tensor, allowed: Tensor, cache: KVCache, keep: int | None = None
+    ) -> tuple[FusionOutput, KVCache]:
+        """New text tokens [R, T, D] (segment-major rows) through every layer against `cache`; returns their
+        fused tokens and the cache with the first `keep` (default all) new tokens' keys/values appended."""
+        if cache.cross_mask is None:
+            raise ValueError("fusion cross_attention: decode needs a cache from start_decoding (it holds the "
+                             "cross-attention keys/values of the segments)")
+        keep = text.shape[1] if keep is None else keep
+        x = text
+        new_keys, new_values = [], []
+        for index, layer in enumerate(self.layer):
+            x, k, v = layer.decode(x, allowed, cache, index)
+            new_keys.append(k[:, :, :keep])
+            new_values.append(v[:, :, :keep])
+        return FusionOutput(tokens=x), cache.extended(new_keys, new_values)
+
+
+def _heads(x: Tensor, heads: int) -> Tensor:
+    """[S, N, D] → [S, H, N, D/H]."""
+    s, n, d = x.shape
+    return x.view(s, n, heads, d // heads).transpose(1, 2)
 
 
 def _layer_prefix(text: nn.Module, layers: nn.ModuleList) -> str:

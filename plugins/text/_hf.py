@@ -14,10 +14,12 @@ from transformers import PretrainedConfig, PreTrainedModel
 from x2vlm_core.plugin_api import (
     ConfigError,
     FastTokenizer,
+    KVCache,
     TextEncoder,
     TextOutput,
     Tokenizer,
     WeightsError,
+    decode_bert_layers,
     load_state_file,
     load_state_strict,
     load_tokenizer,
@@ -224,6 +226,21 @@ class HFTextEncoder(TextEncoder):
             attend = attend & torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
         out = self.model(input_ids=ids, attention_mask=attend)
         return TextOutput(tokens=out.last_hidden_state)
+
+    def decode(
+        self, ids: Tensor, positions: Tensor, allowed: Tensor, cache: KVCache | None = None, keep: int | None = None
+    ) -> tuple[TextOutput, KVCache]:
+        """New tokens ids [R, T] at text positions [R, T] against `cache` (see TextEncoder.decode): the model's
+        own embeddings and layers, attention over cached + new keys."""
+        embeddings = self.model.embeddings
+        # RoBERTa-style models number positions after the pad id (XLM-R: pad 1, first token 2).
+        offset = getattr(embeddings, "padding_idx", None)
+        position_ids = positions if offset is None else positions + offset + 1
+        hidden = embeddings(input_ids=ids, position_ids=position_ids, token_type_ids=torch.zeros_like(ids))
+        dropout = float(self.model.config.attention_probs_dropout_prob) if self.training else 0.0
+        tokens, cache = decode_bert_layers(self.transformer_layers(), hidden, allowed, cache, keep, self.num_heads,
+                                           dropout)
+        return TextOutput(tokens=tokens), cache
 
     def word_embeddings(self) -> nn.Embedding:
         embedding = self.model.get_input_embeddings()

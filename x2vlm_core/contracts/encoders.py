@@ -1,13 +1,21 @@
 """Encoder contracts: the nn.Module bases that vision, video, text and fusion plugins subclass.
 
-Shapes: B batch, N patches, L tokens, D width, F frames.
+Shapes: B batch, N patches, L tokens, D width, F frames; for decoding R rows (sequences being decoded), T new
+tokens, C cached positions, H heads, Dh head width, S segments.
 Encoders and fusion return the frozen dataclasses below, never tuples or dicts; x2vlm_core only
 talks to these bases.
+
+Incremental decoding (x2vlm_core.generation): a text encoder's `decode` and a fusion's `start_decoding` /
+`decode` run new tokens against a KVCache of the self-attention keys/values of the positions decoded so far;
+the fusion's cross-attention keys/values are projected once per segment in `start_decoding` and shared by
+every row (beam) of that segment. `allowed` [R, T, C+T] bool says which key slots (cached ones, then the new
+ones) each new token attends to, so one call serves decoding and the left-to-right training objective.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,6 +29,7 @@ __all__ = [
     "ExportableModule",
     "FusionEncoder",
     "FusionOutput",
+    "KVCache",
     "LayerSource",
     "TextEncoder",
     "TextOutput",
@@ -86,6 +95,58 @@ class FusionOutput:
     """tokens [B, L, D]: text positions after self- and cross-attention to the vision tokens."""
 
     tokens: Tensor
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Self-attention keys/values of the decoded positions, per layer, for incremental decoding.
+
+    keys[l] / values[l] [R, H, C, Dh]: layer l's projections of the C cached positions of each row.
+    cross_keys[l] / cross_values[l] [S, H, N, Dh] and cross_mask [S, N] bool (fusion only): cross-attention
+    keys/values of S visual segments, projected once; rows are segment-major, R = S·G with G = R / S rows
+    (beams) per segment, so beams share their segment's keys/values without copies.
+    """
+
+    keys: tuple[Tensor, ...] = ()
+    values: tuple[Tensor, ...] = ()
+    cross_keys: tuple[Tensor, ...] = ()
+    cross_values: tuple[Tensor, ...] = ()
+    cross_mask: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """C: cached positions per row (0 before the first call)."""
+        return int(self.keys[0].shape[2]) if self.keys else 0
+
+    @property
+    def segments(self) -> int:
+        """S: visual segments whose cross-attention keys/values are held (0 for a text cache)."""
+        return int(self.cross_mask.shape[0]) if self.cross_mask is not None else 0
+
+    def extended(self, keys: Sequence[Tensor], values: Sequence[Tensor]) -> KVCache:
+        """This cache with each layer's new keys/values [R, H, T, Dh] appended after the cached ones."""
+        if not self.keys:
+            return replace(self, keys=tuple(keys), values=tuple(values))
+        return replace(
+            self,
+            keys=tuple(torch.cat((old, new), dim=2) for old, new in zip(self.keys, keys, strict=True)),
+            values=tuple(torch.cat((old, new), dim=2) for old, new in zip(self.values, values, strict=True)),
+        )
+
+    def select(self, rows: Tensor, segments: Tensor | None = None) -> KVCache:
+        """Keep rows `rows` [R'] (in that order: beam reordering, growing or dropping rows); with cross
+        keys/values also `segments` [S'] (the segments the new segment-major rows belong to)."""
+        out = replace(self, keys=tuple(k.index_select(0, rows) for k in self.keys),
+                      values=tuple(v.index_select(0, rows) for v in self.values))
+        if self.cross_mask is None:
+            return out
+        if segments is None:
+            raise ValueError("KVCache.select: a fusion cache needs the segments of the selected rows")
+        return replace(
+            out, cross_keys=tuple(k.index_select(0, segments) for k in self.cross_keys),
+            cross_values=tuple(v.index_select(0, segments) for v in self.cross_values),
+            cross_mask=self.cross_mask.index_select(0, segments),
+        )
 
 
 # Stands for the checkpoint directory in exported configs; replaced by the real path when loading.
@@ -194,6 +255,22 @@ class TextEncoder(ExportableModule):
         generation); a plugin that cannot do this raises NotImplementedError naming itself."""
         raise NotImplementedError
 
+    def decode(
+        self, ids: Tensor, positions: Tensor, allowed: Tensor, cache: KVCache | None = None, keep: int | None = None
+    ) -> tuple[TextOutput, KVCache]:
+        """Incremental encoding for left-to-right decoding: new tokens ids [R, T] at 0-based text positions
+        positions [R, T] (the position embedding each gets), attending to the key slots `allowed` [R, T, C+T]
+        bool marks (C = cache.length cached slots, then the T new ones). Returns their tokens [R, T, D] and
+        the cache with the keys/values of the first `keep` new tokens appended (default all T).
+
+        With cache=None, allowed = key padding & lower-triangular and positions = 0..L-1, this equals
+        forward(ids, mask, causal=True). A plugin without it raises NotImplementedError naming itself; the
+        generation engine then recomputes every step with forward(causal=True)."""
+        raise NotImplementedError(
+            f"text plugin {type(self).__name__} has no incremental decoding (implement TextEncoder.decode for "
+            "cached generation and the captioning objective)"
+        )
+
     def word_embeddings(self) -> nn.Embedding:  # pragma: no cover - abstract
         """The input embedding table (replaced by the embeddings-only re-assembly ablation)."""
         raise NotImplementedError
@@ -232,6 +309,28 @@ class FusionEncoder(ExportableModule):
         causal: bool = False,
     ) -> FusionOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def start_decoding(self, memory: VisualMemory, segment: Tensor) -> KVCache:
+        """An empty self-attention cache plus each layer's cross-attention keys/values of segments
+        `segment` [S] (projected once here: never per step, never per beam); rows decoded against it are
+        segment-major, G = R / S rows (beams) per segment."""
+        raise NotImplementedError(
+            f"fusion plugin {type(self).__name__} has no incremental decoding (implement "
+            "FusionEncoder.start_decoding and decode for cached generation and the captioning objective)"
+        )
+
+    def decode(
+        self, text: Tensor, allowed: Tensor, cache: KVCache, keep: int | None = None
+    ) -> tuple[FusionOutput, KVCache]:
+        """New text tokens [R, T, D] (text-encoder outputs at fusion width) through every layer: self-attention
+        over the key slots `allowed` [R, T, C+T] bool marks, cross-attention to the cached segment of each
+        row. Returns their fused tokens [R, T, D] and the cache with the first `keep` new tokens' keys/values
+        appended (default all T). With an empty cache and a causal `allowed` this equals
+        forward(text, mask, memory, segment, causal=True)."""
+        raise NotImplementedError(
+            f"fusion plugin {type(self).__name__} has no incremental decoding (implement "
+            "FusionEncoder.start_decoding and decode for cached generation and the captioning objective)"
+        )
 
     def copy_text_layers(self, text: TextEncoder) -> frozenset[str]:
         """Overwrite every fusion layer's self-attention + FFN with the text encoder's last layers (one per

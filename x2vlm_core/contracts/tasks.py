@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -120,6 +121,11 @@ class TaskModule(ExportableModule):
     ) -> dict[str, float]:  # pragma: no cover - abstract
         """Metrics on held-out records (the model in eval mode, no gradients); includes `metric` and `n`."""
         raise NotImplementedError
+
+    def write_figures(self, directory: Path, name: str = "") -> list[Path]:
+        """Pictures of the last evaluation into a run directory (`name`: which evaluation source, "" for a
+        single one); returns the files written. Default: none."""
+        return []
 
 
 # ------------------------------------------------------------------ what fine-tuned tasks predict

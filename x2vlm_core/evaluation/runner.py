@@ -91,6 +91,8 @@ def evaluate_task(
             except ValueError as error:  # the task says what in the records does not fit it
                 raise ConfigError(where, f"task {task.name!r} cannot evaluate this source: {error}",
                                   section.plugin) from None
+            if run_dir is not None:
+                task.write_figures(Path(run_dir), "/".join(p for p in (name, lang or "") if p))
             prefix = "/".join(p for p in (name, f"lang/{lang}" if lang else "", task.name) if p)
             results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
             means.append(metrics[task.metric])
