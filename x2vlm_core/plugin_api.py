@@ -44,6 +44,7 @@ from x2vlm_core.contracts import (
     VisualMemory,
     VLModel,
 )
+from x2vlm_core.contracts.encoders import KVCache
 from x2vlm_core.contracts.factories import INJECTED, KINDS
 from x2vlm_core.data.collate import BatchBuilder, frame_indices
 from x2vlm_core.data.counts import SourceCounts
@@ -65,16 +66,38 @@ from x2vlm_core.data.records import (
     parse_json_line,
     pixel_box_to_normalised,
     read_json,
+    read_json_list,
     read_lines,
     record_shard,
 )
 from x2vlm_core.data.tokenizer import FastTokenizer, load_tokenizer
 from x2vlm_core.data.transforms import normalise, resize
 from x2vlm_core.data.video import decode_video
+from x2vlm_core.evaluation.answers import VqaScores, answer_accuracy, normalize_answer, vqa_scores
+from x2vlm_core.evaluation.attributes import AttributeScores, attribute_scores
+from x2vlm_core.evaluation.captions import caption_scores, tokenize_caption
+from x2vlm_core.evaluation.composition import CHANCE as WINOGROUND_CHANCE
+from x2vlm_core.evaluation.composition import WinogroundScores, combine_scores, winoground_scores
 from x2vlm_core.evaluation.evalsets import EvalSet, encode_visuals, eval_set
+from x2vlm_core.evaluation.figures import plot_captions
 from x2vlm_core.evaluation.grounding import evaluate_grounding, predict_boxes
 from x2vlm_core.evaluation.retrieval import encode_texts, evaluate_retrieval
 from x2vlm_core.evaluation.scores import grounding_scores, retrieval_recall
+from x2vlm_core.generation import (
+    DecodeConfig,
+    Generated,
+    caption_visuals,
+    choose_queries,
+    generate,
+    query_logits,
+    sample,
+    seq2seq_loss,
+    seq2seq_texts,
+    sequence_log_prob,
+    target_queries,
+)
+from x2vlm_core.generation.attention import attend_cached, attend_grouped, decode_bert_layers
+from x2vlm_core.generation.rewards import cider_d
 from x2vlm_core.model.boxes import box_iou_aligned, cxcywh_to_xyxy, generalized_box_iou_aligned
 from x2vlm_core.model.gather import gather_rows, shared_denominator
 from x2vlm_core.model.step import run_losses
@@ -84,7 +107,9 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "INJECTED",
     "KINDS",
+    "WINOGROUND_CHANCE",
     "AnswersQuestions",
+    "AttributeScores",
     "BadRecord",
     "Batch",
     "BatchBuilder",
@@ -95,11 +120,14 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataSource",
+    "DecodeConfig",
     "EvalSet",
     "FastTokenizer",
     "FusionEncoder",
     "FusionOutput",
     "FusionPairs",
+    "Generated",
+    "KVCache",
     "LayerSource",
     "LoadedImage",
     "LossModule",
@@ -132,11 +160,23 @@ __all__ = [
     "VisionEncoder",
     "VisionOutput",
     "VisualMemory",
+    "VqaScores",
     "WeightsError",
+    "WinogroundScores",
+    "answer_accuracy",
+    "attend_cached",
+    "attend_grouped",
+    "attribute_scores",
     "box_iou_aligned",
+    "caption_scores",
+    "caption_visuals",
     "check_rank",
+    "choose_queries",
+    "cider_d",
     "clean_texts",
+    "combine_scores",
     "cxcywh_to_xyxy",
+    "decode_bert_layers",
     "decode_video",
     "encode_texts",
     "encode_visuals",
@@ -147,6 +187,7 @@ __all__ = [
     "frame_indices",
     "gather_rows",
     "generalized_box_iou_aligned",
+    "generate",
     "grounding_scores",
     "hookimpl",
     "load_image",
@@ -155,14 +196,26 @@ __all__ = [
     "load_state_strict",
     "load_tokenizer",
     "normalise",
+    "normalize_answer",
     "parse_json_line",
     "pixel_box_to_normalised",
+    "plot_captions",
     "predict_boxes",
+    "query_logits",
     "read_json",
+    "read_json_list",
     "read_lines",
     "record_shard",
     "resize",
     "retrieval_recall",
     "run_losses",
+    "sample",
+    "seq2seq_loss",
+    "seq2seq_texts",
+    "sequence_log_prob",
     "shared_denominator",
+    "target_queries",
+    "tokenize_caption",
+    "vqa_scores",
+    "winoground_scores",
 ]

@@ -19,7 +19,6 @@ from x2vlm_core.plugin_api import (
     BadRecord,
     Concept,
     ConceptKind,
-    DataError,
     PluginSpec,
     RecordSource,
     RecordSourceConfig,
@@ -29,7 +28,7 @@ from x2vlm_core.plugin_api import (
     hookimpl,
     load_image_sized,
     pixel_box_to_normalised,
-    read_json,
+    read_json_list,
 )
 
 __all__ = ["RefcocoConfig", "RefcocoSource"]
@@ -50,11 +49,7 @@ class RefcocoSource(RecordSource):
     def __init__(self, config: RefcocoConfig, rank: int = 0, world_size: int = 1) -> None:
         super().__init__(config, rank, world_size)
         self.config = config
-        refs = read_json(config.annotations, config.name)
-        if not isinstance(refs, list):
-            raise DataError(
-                f"data source {config.name!r}: {config.annotations!r} must hold a JSON list of refs"
-            )
+        refs = read_json_list(config.annotations, config.name, "refs")
         # group by image (one ViT pass per image); refs without a usable image name form their own group
         self.groups: dict[str, list[object]] = {}
         for index, ref in enumerate(refs):

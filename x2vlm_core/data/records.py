@@ -45,6 +45,7 @@ __all__ = [
     "parse_json_line",
     "pixel_box_to_normalised",
     "read_json",
+    "read_json_list",
     "read_lines",
     "record_shard",
     "take_shard",
@@ -251,6 +252,14 @@ def read_json(path: str | Path, source: str) -> object:
         raise DataError(f"data source {source!r}: file {str(path)!r} does not exist") from error
     except json.JSONDecodeError as error:
         raise DataError(f"data source {source!r}: {str(path)!r} is not valid JSON: {error}") from error
+
+
+def read_json_list(path: str | Path, source: str, layout: str) -> list[object]:
+    """read_json of a file that must hold a JSON list (`layout` names what the list holds, for the error)."""
+    data = read_json(path, source)
+    if not isinstance(data, list):
+        raise DataError(f"data source {source!r}: {str(path)!r} must hold a JSON list of {layout}")
+    return data
 
 
 def clean_texts(value: object, field: str) -> tuple[str, ...]:
