@@ -13,6 +13,8 @@ import pytest
 from x2vlm_core.config import load_config
 from x2vlm_core.training.pretrain import pretrain
 
+pytestmark = pytest.mark.slow  # trains the demo for 200 steps (minutes)
+
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from plugins.data.vqa_json import question_of, well_formed_answers
 from x2vlm_core.plugin_api import (
     BadRecord,
     PluginSpec,
@@ -92,12 +93,7 @@ class VideoQaJsonSource(RecordSource):
         return Path(c.video_root) / name
 
     def _parse(self, record_id: str, record: object) -> Iterable[QASample]:
-        if not isinstance(record, dict):
-            raise BadRecord("bad_json_type", "a question must be a JSON object")
-        question = record.get("question")
-        if not isinstance(question, str) or not question.strip():
-            raise BadRecord("no_question", "`question` must be a non-empty string")
-        question = clean_texts(question, "question")[0]
+        record, question = question_of(record)
         answers = _answers(record)
         c = self.config
         frames = decode_video(self.video_path(record), c.frames, None, c.size, c.seek_after_s, c.max_pixels)
@@ -105,14 +101,8 @@ class VideoQaJsonSource(RecordSource):
                          c.language)]
 
     def answer_texts(self) -> Iterator[tuple[str, ...]]:
-        """The answers of every well-formed record, in file order, without decoding videos (for building a
-        task's candidate list)."""
-        for entry in self.entries:
-            if isinstance(entry, dict):
-                try:
-                    yield _answers(entry)
-                except BadRecord:
-                    continue
+        """The answers of every well-formed record (see plugins.data.vqa_json.well_formed_answers)."""
+        return well_formed_answers(self.entries, _answers)
 
 
 @hookimpl

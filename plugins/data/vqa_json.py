@@ -11,7 +11,7 @@ answers: set `require_answers: false` to read their questions (answers come out 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from pydantic import Field
@@ -53,6 +53,28 @@ def _answers(record: dict[str, object], required: bool) -> tuple[str, ...]:
     return clean_texts(value, "answer")
 
 
+def question_of(record: object) -> tuple[dict[str, object], str]:
+    """A question record as a dict and its question text (undecodable bytes refused)."""
+    if not isinstance(record, dict):
+        raise BadRecord("bad_json_type", "a question must be a JSON object")
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise BadRecord("no_question", "`question` must be a non-empty string")
+    return record, clean_texts(question, "question")[0]
+
+
+def well_formed_answers(entries: Iterable[object],
+                        answers: Callable[[dict[str, object]], tuple[str, ...]]) -> Iterator[tuple[str, ...]]:
+    """The answers of every entry that has some, in file order, reading no image or video (for building a
+    task's candidate list)."""
+    for entry in entries:
+        if isinstance(entry, dict):
+            try:
+                yield answers(entry)
+            except BadRecord:
+                continue
+
+
 class VqaJsonSource(RecordSource):
     """VQA v2 annotation lists → QASamples (image [3, H, W] uint8, question, human answers with repeats)."""
 
@@ -68,12 +90,7 @@ class VqaJsonSource(RecordSource):
             yield f"{self.name}:{qid}", entry
 
     def _parse(self, record_id: str, record: object) -> Iterable[QASample]:
-        if not isinstance(record, dict):
-            raise BadRecord("bad_json_type", "a question must be a JSON object")
-        question = record.get("question")
-        if not isinstance(question, str) or not question.strip():
-            raise BadRecord("no_question", "`question` must be a non-empty string")
-        question = clean_texts(question, "question")[0]  # refuses undecodable bytes
+        record, question = question_of(record)
         answers = _answers(record, self.config.require_answers)
         image = record.get("image")
         if not isinstance(image, str) or not image:
@@ -86,14 +103,8 @@ class VqaJsonSource(RecordSource):
                          qtype if isinstance(qtype, str) else "", self.config.language)]
 
     def answer_texts(self) -> Iterator[tuple[str, ...]]:
-        """The human answers of every well-formed question, in file order, without reading images (for
-        building a task's candidate list)."""
-        for entry in self.entries:
-            if isinstance(entry, dict):
-                try:
-                    yield _answers(entry, required=True)
-                except BadRecord:
-                    continue
+        """The human answers of every well-formed question (see well_formed_answers)."""
+        return well_formed_answers(self.entries, lambda entry: _answers(entry, required=True))
 
 
 @hookimpl

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,18 +33,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
-from plugins.task.winoground import SCORERS, evaluation_only
+from plugins.task._evaluation_only import EvaluationOnlyTask
+from plugins.task.winoground import SCORERS
 from x2vlm_core.plugin_api import (
     Concept,
     ConceptKind,
     ConfigError,
-    LossOutput,
     PluginSpec,
-    Preprocess,
     Record,
     Sample,
-    TaskBatch,
-    TaskModule,
     VisualMemory,
     VLModel,
     attribute_scores,
@@ -301,23 +298,14 @@ def _ignoring_unknown(scores: Tensor, unknown: Tensor) -> Tensor:
     return scores.masked_fill(unknown, float(scores.min()) - 1.0)
 
 
-class AttributesTask(TaskModule):
+class AttributesTask(EvaluationOnlyTask):
     """Box-oracle attribute recognition: mAP and top-1 over attribute phrases per object box (no training)."""
 
     name = "attributes"
     record_types = (Sample,)
     metric = "attr_map"
 
-    def __init__(self, config: AttributesConfig, model: VLModel) -> None:
-        super().__init__()
-        self.config = config
-
-    def batches(self, records: Iterator[Record], prep: Preprocess, batch_size: int,
-                generator: torch.Generator) -> Iterator[TaskBatch]:
-        raise evaluation_only(self.name)
-
-    def loss(self, model: VLModel, batch: TaskBatch) -> LossOutput:
-        raise evaluation_only(self.name)
+    config: AttributesConfig
 
     @torch.no_grad()
     def evaluate(self, model: VLModel, records: Sequence[Record], batch_size: int) -> dict[str, float]:

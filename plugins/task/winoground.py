@@ -15,23 +15,20 @@ Shapes: N examples, E embedding width, Df fusion width.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from plugins.task._evaluation_only import EvaluationOnlyTask
 from x2vlm_core.plugin_api import (
     WINOGROUND_CHANCE,
     CompositionSample,
     ConfigError,
-    LossOutput,
     PluginSpec,
-    Preprocess,
     Record,
-    TaskBatch,
-    TaskModule,
     VisualMemory,
     VLModel,
     combine_scores,
@@ -42,17 +39,11 @@ from x2vlm_core.plugin_api import (
     winoground_scores,
 )
 
-__all__ = ["SCORERS", "WinogroundConfig", "WinogroundTask", "block_scores", "evaluation_only", "match_log_probs"]
+__all__ = ["SCORERS", "WinogroundConfig", "WinogroundTask", "block_scores", "match_log_probs"]
 
 SCORERS = ("contrastive", "matching", "combined")
 Scorer = Literal["contrastive", "matching", "combined"]
 _UNTAGGED = "untagged"  # the per-tag name of records without a tag, when others have one
-
-
-def evaluation_only(task: str) -> ConfigError:
-    """The error of an evaluation-only task asked to train (a ValueError the CLI reports as a user error)."""
-    return ConfigError(f"task {task}", "this task is evaluation-only (it has no heads to fine-tune); evaluate a "
-                       f"checkpoint with `x2vlm evaluate --checkpoint C --task {task}` instead", has_value=False)
 
 
 class WinogroundConfig(BaseModel):
@@ -125,23 +116,14 @@ def _tags(samples: Sequence[CompositionSample]) -> list[str] | None:
     return [s.tag or _UNTAGGED for s in samples]
 
 
-class WinogroundTask(TaskModule):
+class WinogroundTask(EvaluationOnlyTask):
     """Winoground evaluation: text, image and group scores of a scorer, overall and per tag (no training)."""
 
     name = "winoground"
     record_types = (CompositionSample,)
     metric = "group"
 
-    def __init__(self, config: WinogroundConfig, model: VLModel) -> None:
-        super().__init__()
-        self.config = config
-
-    def batches(self, records: Iterator[Record], prep: Preprocess, batch_size: int,
-                generator: torch.Generator) -> Iterator[TaskBatch]:
-        raise evaluation_only(self.name)
-
-    def loss(self, model: VLModel, batch: TaskBatch) -> LossOutput:
-        raise evaluation_only(self.name)
+    config: WinogroundConfig
 
     @torch.no_grad()
     def evaluate(self, model: VLModel, records: Sequence[Record], batch_size: int) -> dict[str, float]:

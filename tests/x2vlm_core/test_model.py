@@ -85,6 +85,7 @@ def test_one_vision_pass_one_text_call_one_fusion_call(tiny_tokenizer: Path, mon
     assert not memory.mask[batch.n_image : batch.n_image + batch.n_box].all()  # boxes cover a subset of patches
 
 
+@pytest.mark.slow
 def test_base_config_builds_and_steps(tmp_path: Path) -> None:
     """configs/x2vlm_base_4m.yaml at its real sizes (random weights): ~255M parameters, one fwd+bwd at batch 2."""
     vocab = tmp_path / "vocab.txt"

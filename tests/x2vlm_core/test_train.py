@@ -90,6 +90,7 @@ def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 600) 
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_repeats_the_uninterrupted_run(full_run: tuple[Path, str], tok: Path,
                                                              tmp_path: Path) -> None:
     reference, _ = full_run
@@ -146,6 +147,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(left[key], right[key]), key
 
 
+@pytest.mark.slow
 def test_a_kill_inside_a_checkpoint_write_leaves_the_previous_one_usable(full_run: tuple[Path, str], tok: Path,
                                                                         tmp_path: Path) -> None:
     """SIGKILL while step 6's checkpoint is being written (its temporary directory exists): the run resumes
@@ -175,6 +177,7 @@ def test_a_kill_inside_a_checkpoint_write_leaves_the_previous_one_usable(full_ru
     _assert_same_weights(reference, out)
 
 
+@pytest.mark.slow
 def test_resume_with_data_loader_workers_repeats_the_run(tok: Path, tmp_path: Path) -> None:
     """Two DataLoader workers: a run stopped after 4 steps and resumed ends with the weights of one run."""
     workers = ["--set", "data.num_workers=2"]
@@ -263,6 +266,7 @@ def test_reduced_precision_training_runs_through_fabric(tok: Path, tmp_path: Pat
     assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [2]
 
 
+@pytest.mark.slow
 def test_compiled_encoders_train_like_eager_ones(tok: Path, tmp_path: Path) -> None:
     """train.compile wraps vision, text and fusion in torch.compile: same losses (to float tolerance) and a
     checkpoint that loads like an eager run's. (About 2 minutes on 2 CPU cores: compilation.)"""
