@@ -32,8 +32,8 @@ from x2vlm_core.plugin_api import (
     Record,
     TokenizedText,
     frame_indices,
-    normalize_answer,
     normalise,
+    normalize_answer,
     resize,
     seq2seq_texts,
 )
