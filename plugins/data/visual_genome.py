@@ -19,7 +19,6 @@ from x2vlm_core.plugin_api import (
     BadRecord,
     Concept,
     ConceptKind,
-    DataError,
     PluginSpec,
     RecordSource,
     RecordSourceConfig,
@@ -30,6 +29,7 @@ from x2vlm_core.plugin_api import (
     load_image_sized,
     pixel_box_to_normalised,
     read_json,
+    read_json_list,
 )
 
 __all__ = ["VisualGenomeConfig", "VisualGenomeSource"]
@@ -52,14 +52,11 @@ class VisualGenomeConfig(RecordSourceConfig):
         return self
 
 
-def _entries(
-    data: object, list_key: str, id_keys: tuple[str, ...], file: str, source: str
-) -> dict[int, list[object]]:
-    """image id → its entries; entries of the wrong type are kept so they are counted when read."""
-    if not isinstance(data, list):
-        raise DataError(f"data source {source!r}: {file!r} must hold a JSON list")
+def _entries(file: str, list_key: str, id_keys: tuple[str, ...], source: str) -> dict[int, list[object]]:
+    """image id → its entries in `file` (a JSON list of per-image {..., list_key: [...]}); entries of the
+    wrong type are kept so they are counted when read."""
     out: dict[int, list[object]] = {}
-    for index, item in enumerate(data):
+    for index, item in enumerate(read_json_list(file, source, f"per-image {list_key}")):
         ids = [item.get(k) for k in id_keys] if isinstance(item, dict) else []
         image_id = next((i for i in ids if isinstance(i, int) and not isinstance(i, bool)), None)
         entries = item.get(list_key) if isinstance(item, dict) else None
@@ -76,20 +73,18 @@ class VisualGenomeSource(RecordSource):
         self.config = config
         name = config.name
         self.objects = (
-            _entries(read_json(config.objects, name), "objects", ("image_id", "id"), config.objects, name)
+            _entries(config.objects, "objects", ("image_id", "id"), name)
             if config.objects
             else {}
         )
         self.regions = (
-            _entries(read_json(config.regions, name), "regions", ("id", "image_id"), config.regions, name)
+            _entries(config.regions, "regions", ("id", "image_id"), name)
             if config.regions
             else {}
         )
         self.attributes: dict[object, list[str]] = {}
         if config.attributes is not None:
-            for entries in _entries(
-                read_json(config.attributes, name), "attributes", ("image_id", "id"), config.attributes, name
-            ).values():
+            for entries in _entries(config.attributes, "attributes", ("image_id", "id"), name).values():
                 for a in entries:
                     if isinstance(a, dict) and isinstance(a.get("attributes"), list):
                         self.attributes[a.get("object_id")] = a["attributes"]

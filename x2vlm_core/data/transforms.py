@@ -163,9 +163,10 @@ def flip_texts(texts: tuple[str, ...], language: str) -> tuple[str, ...] | None:
 
 def normalise(image: Tensor, mean: tuple[float, float, float], std: tuple[float, float, float]) -> Tensor:
     """uint8 [..., 3, H, W] → float [..., 3, H, W]: (x / 255 - mean) / std per channel."""
-    scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(3, 1, 1))
-    shift = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) / torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return image.float().mul_(scale).sub_(shift)  # one pass, in place: x / (255 std) - mean / std
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    # x / (255 s) - m / s, in place on a fresh float copy (never on the caller's tensor)
+    return image.to(torch.float32, copy=True).mul_(1.0 / (255.0 * s)).sub_(m / s)
 
 
 @dataclass(frozen=True)
