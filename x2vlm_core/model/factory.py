@@ -43,7 +43,7 @@ def build_plugin(
         module = registry.build(kind, section.plugin_section(), where, **inject)
     except PluginError:
         raise
-    except (ValueError, TypeError, KeyError, RuntimeError, OSError, AssertionError, NotImplementedError) as error:
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError, AssertionError) as error:  # NotImplementedError is a RuntimeError
         raise ConfigError(f"{where}.plugin", f"the {kind} plugin could not be built from this section: "
                           f"{type(error).__name__}: {error}", section.plugin) from None
     if not isinstance(module, base):
