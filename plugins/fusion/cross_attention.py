@@ -6,6 +6,10 @@ cross-attention (`layer.{i}.attention.self.query`, `.crossattention.*`, `.interm
 `.output.*`), so official X²-VLM fusion weights map by prefix and BERT layers copy in directly. Our own
 module because transformers 5 forces causal self-attention when BERT layers have cross-attention.
 
+Packing (`pack`): texts are padded to the longest of the batch (the demo's are ~47 % real tokens), yet only
+attention mixes positions; every linear, norm and FFN runs on the real tokens [T, D] alone, and attention
+scatters them into padded [P, L, D] views. Exact (the same sums per token).
+
 Decoding (`start_decoding`, `decode`): each layer's cross-attention keys/values [S, H, 1+N, Dh] are projected
 once per segment and read by all G beams of a segment at once (their queries stacked, never copied per
 beam); self-attention runs new tokens [R, T, D] against the cached keys/values of the decoded positions.
@@ -13,8 +17,9 @@ beam); self-attention runs new tokens [R, T, D] against the cached keys/values o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +54,11 @@ class CrossAttentionFusionConfig(BaseModel):
     init_std: float = Field(
         0.02, gt=0.0, description="std of the normal initialisation of linear weights: BERT's 0.02 suits width "
         "768; a narrow model trained from scratch learns cross-attention much sooner near 1/sqrt(width)",
+    )
+    pack: Literal["cpu", "always", "never"] = Field(
+        "cpu", description="run linears, norms and FFNs on the real (unpadded) text tokens only, attention on "
+        "padded views (exact; the demo step on 2 CPU cores ~1.3x faster). Finding the real tokens reads the mask "
+        "on the host: 'cpu' packs only CPU tensors, where that costs no device sync",
     )
     init_from_text: list[int] | None = Field(
         None, description="copy self-attention + FFN of these text-encoder layers (one per fusion layer, e.g. "
@@ -97,19 +107,19 @@ class _Attention(nn.Module):
         self.self = _Projections(width, kv_width)
         self.output = _Output(width, width, dropout, eps)
 
-    def attend(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
-        """Attention of x's queries over projected keys/values, then the residual output block on x."""
-        b, length, width = x.shape
+    def context(self, queries: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """Attention of projected queries [P, R, D] over projected keys/values [P, S, D] → [P, R, D]."""
+        b, length, width = queries.shape
         head_dim = width // self.heads
 
         def split(t: Tensor) -> Tensor:  # [P, S, D] -> [P, H, S, D/H]
             return t.view(b, t.shape[1], self.heads, head_dim).transpose(1, 2)
 
         context = F.scaled_dot_product_attention(
-            split(self.self.query(x)), split(keys), split(values), attn_mask=mask.unsqueeze(1),
+            split(queries), split(keys), split(values), attn_mask=mask.unsqueeze(1),
             dropout_p=self.attn_dropout if self.training else 0.0,
         )
-        return self.output(context.transpose(1, 2).reshape(b, length, width), x)
+        return context.transpose(1, 2).reshape(b, length, width)
 
     def decode_self(self, x: Tensor, allowed: Tensor, cache: KVCache | None, index: int) -> tuple[Tensor, Tensor, Tensor]:
         """Self-attention of new tokens x [R, T, D] over layer `index`'s cached + new keys, then the output
@@ -163,18 +173,25 @@ class _Layer(nn.Module):
 
     def forward(
         self, x: Tensor, self_mask: Tensor, memory: VisualMemory, segment: Tensor, image: Tensor, cross_mask: Tensor,
-        positions: Tensor | None = None,
+        positions: Tensor | None = None, packing: _Packing | None = None,
     ) -> Tensor:
-        """x [P, L, D] → [P, L, D], or [P, R, D] at positions [P, R] (queries only there; keys from all of x)."""
-        queries, mask = x, self_mask
-        if positions is not None:
-            queries = x.gather(1, positions[:, :, None].expand(-1, -1, x.shape[-1]))
+        """x [P, L, D] (or its real tokens [T, D] under `packing`) → the same shape, or [P, R, D] at positions
+        [P, R] (queries only there; keys from all of x). Linears, norms and the FFN see only x's rows;
+        attention runs on padded [P, L, D] views."""
+        pad = packing.unpack if packing is not None else _same
+        proj = self.attention.self
+        keys, values = pad(proj.key(x)), pad(proj.value(x))
+        mask = self_mask
+        if positions is not None:  # the rows read from here on, padded: the packing ends here
+            x = pad(x).gather(1, positions[:, :, None].expand(-1, -1, x.shape[-1]))
             if mask.shape[1] > 1:  # causal: the rows of the read positions
                 mask = mask.gather(1, positions[:, :, None].expand(-1, -1, mask.shape[-1]))
-        proj = self.attention.self
-        x = self.attention.attend(queries, proj.key(x), proj.value(x), mask)
-        keys, values = self.crossattention.segment_keys_values(memory, segment, image)
-        x = self.crossattention.attend(x, keys, values, cross_mask)
+            pad, packing = _same, None
+        unpad = packing.pack if packing is not None else _same
+        attention, cross = self.attention, self.crossattention
+        x = attention.output(unpad(attention.context(pad(proj.query(x)), keys, values, mask)), x)
+        keys, values = cross.segment_keys_values(memory, segment, image)
+        x = cross.output(unpad(cross.context(pad(cross.self.query(x)), keys, values, cross_mask)), x)
         return self.output(self.intermediate(x), x)
 
     def decode(
@@ -185,6 +202,32 @@ class _Layer(nn.Module):
         assert cache.cross_mask is not None
         x = self.crossattention.decode_cross(x, cache.cross_keys[index], cache.cross_values[index], cache.cross_mask)
         return self.output(self.intermediate(x), x), k, v
+
+
+def _same(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass(frozen=True)
+class _Packing:
+    """The real tokens of a padded text batch [P, L]: index [T] of their flat positions p·L + l."""
+
+    index: Tensor
+    rows: int
+    length: int
+
+    @staticmethod
+    def of(mask: Tensor) -> _Packing:
+        return _Packing(mask.flatten().nonzero().squeeze(1), int(mask.shape[0]), int(mask.shape[1]))
+
+    def pack(self, x: Tensor) -> Tensor:
+        """[P, L, D] → [T, D]."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """[T, D] → [P, L, D], zeros at padded positions."""
+        out = x.new_zeros(self.rows * self.length, x.shape[-1]).index_copy(0, self.index, x)
+        return out.view(self.rows, self.length, -1)
 
 
 def _attendable(mask: Tensor) -> Tensor:
@@ -203,6 +246,7 @@ class CrossAttentionFusion(FusionEncoder):
         super().__init__()
         self.width = config.width
         self.vision_width = vision_width
+        self.pack = config.pack
         self.layer = nn.ModuleList(_Layer(config, vision_width) for _ in range(config.layers))
         self.apply(lambda module: _init_bert(module, config.init_std))
         self.pretrained_keys = frozenset()
@@ -308,11 +352,15 @@ class CrossAttentionFusion(FusionEncoder):
         image = memory.image.index_select(0, segment)  # [P]: the bank row each pair reads
         segment_mask = memory.mask.index_select(0, segment)
         cross_mask = _attendable(torch.cat((segment_mask.new_ones(segment.shape[0], 1), segment_mask), 1)[:, None, :])
-        x = text
+        packed = self.pack == "always" or (self.pack == "cpu" and text_mask.device.type == "cpu")
+        packing = _Packing.of(text_mask) if packed and not bool(text_mask.all()) else None
+        x = text if packing is None else packing.pack(text)
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
             # Only the last layer narrows to the read positions: earlier ones feed every position's keys.
-            x = layer(x, self_mask, memory, segment, image, cross_mask, positions if i == last else None)
+            x = layer(x, self_mask, memory, segment, image, cross_mask, positions if i == last else None, packing)
+        if positions is None and packing is not None:
+            x = packing.unpack(x)
         return FusionOutput(tokens=x)
 
 

@@ -125,7 +125,7 @@ def test_segments_share_patches_and_read_positions_only(bert: BertText, causal: 
     tokens, mask = memory.tokens(segment)
     rows = torch.arange(5)
     per_pair = VisualMemory(patches=tokens[:, 1:], cls=tokens[:, 0], image=rows, mask=mask[:, 1:])
-    positions = torch.tensor([[0, 3], [5, 0], [1, 1], [2, 0], [4, 5]])
+    positions = torch.tensor([[0, 3], [3, 0], [1, 1], [2, 0], [4, 5]])  # real positions (pair 3 has 4)
     with torch.no_grad():
         shared = model(text, text_mask, memory, segment, causal=causal).tokens
         materialised = model(text, text_mask, per_pair, rows, causal=causal).tokens
@@ -194,7 +194,9 @@ def test_init_from_text_copies_bert_layers_exactly(bert: BertText) -> None:
     mask4d = torch.zeros(3, 1, 1, 7).masked_fill(~text_mask[:, None, None, :], torch.finfo(torch.float32).min)
     with torch.no_grad():
         proj = layer.attention.self
-        ours_att = layer.attention.attend(text, proj.key(text), proj.value(text), text_mask[:, None, :].expand(-1, 7, -1))
+        context = layer.attention.context(proj.query(text), proj.key(text), proj.value(text),
+                                          text_mask[:, None, :].expand(-1, 7, -1))
+        ours_att = layer.attention.output(context, text)
         theirs_att = hf_layer.attention(text, attention_mask=mask4d)
         theirs_att = theirs_att[0] if isinstance(theirs_att, tuple) else theirs_att
         ours_ffn = layer.output(layer.intermediate(ours_att), ours_att)
@@ -263,3 +265,28 @@ def test_init_std_sets_the_linear_weight_scale(bert: BertText) -> None:
         assert all(not m.bias.any() for m in model.modules() if isinstance(m, torch.nn.Linear))
     with pytest.raises(ValidationError, match="greater than 0"):
         CrossAttentionFusionConfig(init_std=0.0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_packed_tokens_equal_padded_in_values_and_gradients(bert: BertText, causal: bool) -> None:
+    """pack: linears/norms/FFN on the real tokens only, attention on padded views: the same numbers as the
+    padded computation at every real position and at read positions, and the same gradients."""
+    g = torch.Generator().manual_seed(3)
+    text = torch.randn(4, 9, WIDTH, generator=g)
+    text_mask = torch.arange(9)[None] < torch.tensor([9, 5, 2, 7])[:, None]
+    vision = torch.randn(4, 6, VISION, generator=g)
+    vision_mask = torch.ones(4, 6, dtype=torch.bool)
+    vision_mask[2, 3:] = False
+    positions = torch.tensor([[0, 8], [4, 1], [1, 0], [6, 3]])
+    results = []
+    for pack in ("never", "always"):
+        torch.manual_seed(0)
+        model = CrossAttentionFusion(_config(pack=pack), VISION, bert).eval()
+        leaf = text.clone().requires_grad_()
+        full = _fuse(model, leaf, text_mask, vision, vision_mask, causal=causal)
+        read = _fuse(model, leaf, text_mask, vision, vision_mask, causal=causal, positions=positions)
+        (full[text_mask].square().sum() + read.sin().sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])  # type: ignore[union-attr]
+        results.append((full[text_mask], read, leaf.grad, grads))
+    for padded, packed in zip(*results, strict=True):
+        torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
