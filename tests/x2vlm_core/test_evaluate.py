@@ -32,3 +32,45 @@ def test_rerank_combines_contrastive_and_matching_evidence_inside_the_top_k() ->
     sim = torch.tensor([[0.3, 0.2, 0.1]])
     final = _rerank(sim, sim.topk(1).indices, torch.tensor([-1e9]), 0.01)
     assert final[0, 0] > final[0, 1] > final[0, 2]
+
+
+
+class _FakeModel:
+    """Just what re-ranking reads: a learned-looking 2-way head on a pair's fused [CLS], which depends on
+    the text and the visual asymmetrically."""
+
+    def __init__(self, width: int = 8) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.mix = torch.randn(2 * width, width, generator=g)
+        self.heads = type("Heads", (), {"temperature": torch.tensor(0.07), "itm": torch.nn.Linear(width, 2)})()
+
+    def fuse(self, text: torch.Tensor, mask: torch.Tensor, memory: object, segment: torch.Tensor,
+             positions: torch.Tensor) -> torch.Tensor:
+        return (torch.cat((text[:, 0], memory.cls[segment]), -1) @ self.mix).tanh()[:, None]  # type: ignore[attr-defined]
+
+
+def test_rerank_scores_each_pair_once_and_equals_ranking_each_direction_on_its_own() -> None:
+    """Pairs in both directions' top-k are fused once; the scores equal re-ranking t2i and i2t apart."""
+    from x2vlm_core.evaluation.retrieval import _itm_scores, rerank_both
+
+    texts, visuals, k = 15, 9, 4
+    torch.manual_seed(0)
+    model = _FakeModel()
+    text, visual = torch.randn(texts, 2, 8), torch.randn(visuals, 3, 8)
+    mask = torch.ones(texts, 2, dtype=torch.bool)
+    sim = torch.randn(texts, visuals)
+    fused: list[int] = []
+    fuse = model.fuse
+    model.fuse = lambda *a, **kw: (fused.append(int(a[3].shape[0])), fuse(*a, **kw))[1]  # type: ignore[method-assign]
+    t2i, i2t = rerank_both(model, text, mask, visual, sim, k, batch_size=7)  # type: ignore[arg-type]
+    assert sum(fused) < texts * k + visuals * k  # pairs in both top-k lists were fused once
+
+    tau = float(model.heads.temperature)
+    cand = sim.topk(k, dim=1).indices
+    pairs = torch.stack([torch.arange(texts)[:, None].expand(-1, k), cand], -1).view(-1, 2)
+    want_t2i = _rerank(sim, cand, _itm_scores(model, text, mask, visual, pairs, 7), tau)  # type: ignore[arg-type]
+    cand = sim.T.topk(k, dim=1).indices
+    pairs = torch.stack([cand, torch.arange(visuals)[:, None].expand(-1, k)], -1).view(-1, 2)
+    want_i2t = _rerank(sim.T, cand, _itm_scores(model, text, mask, visual, pairs, 7), tau)  # type: ignore[arg-type]
+    torch.testing.assert_close(t2i, want_t2i, rtol=1e-8, atol=1e-6)
+    torch.testing.assert_close(i2t, want_i2t, rtol=1e-8, atol=1e-6)

@@ -13,9 +13,7 @@ from torch import Tensor
 from x2vlm_core.contracts import VisualMemory, VLModel
 from x2vlm_core.evaluation.scores import RetrievalMetrics, retrieval_recall
 
-__all__ = ["encode_texts", "evaluate_retrieval"]
-
-
+__all__ = ["encode_texts", "evaluate_retrieval", "rerank_both"]
 
 
 @torch.no_grad()
@@ -55,6 +53,30 @@ def _rerank(sim: Tensor, cols: Tensor, log_match: Tensor, temperature: float) ->
 
 
 @torch.no_grad()
+def rerank_both(
+    model: VLModel, text: Tensor, text_mask: Tensor, visual_tokens: Tensor, sim_t2i: Tensor, k: int, batch_size: int
+) -> tuple[Tensor, Tensor]:
+    """Scores [T, V] and [V, T] with each query's contrastive top-k re-ranked by sim/τ + log p(match); a
+    pair in both directions' top-k (the right one, mostly) goes through fusion once."""
+    texts, visuals = sim_t2i.shape
+    k_t, k_i = min(k, visuals), min(k, texts)
+    if k_t == 0 or k_i == 0:
+        return sim_t2i, sim_t2i.T
+    tau = float(model.heads.temperature)
+    device = sim_t2i.device
+    cand_t2i = sim_t2i.topk(k_t, dim=1).indices  # visuals per text [T, k]
+    cand_i2t = sim_t2i.T.topk(k_i, dim=1).indices  # texts per visual [V, k]
+    text_rows = torch.arange(texts, device=device)[:, None].expand_as(cand_t2i)
+    visual_rows = torch.arange(visuals, device=device)[:, None].expand_as(cand_i2t)
+    keys = torch.cat(((text_rows * visuals + cand_t2i).flatten(), (cand_i2t * visuals + visual_rows).flatten()))
+    unique, inverse = keys.unique(return_inverse=True)
+    pairs = torch.stack((unique // visuals, unique % visuals), -1)
+    scores = _itm_scores(model, text, text_mask, visual_tokens, pairs, batch_size)[inverse]
+    return (_rerank(sim_t2i, cand_t2i, scores[: cand_t2i.numel()], tau),
+            _rerank(sim_t2i.T, cand_i2t, scores[cand_t2i.numel() :], tau))
+
+
+@torch.no_grad()
 def evaluate_retrieval(
     model: VLModel, visual_tokens: Tensor, texts: Sequence[str], text_to_visual: Tensor, k: int, batch_size: int
 ) -> RetrievalMetrics:
@@ -68,17 +90,5 @@ def evaluate_retrieval(
         [heads.image_features(visual_tokens[i : i + batch_size]) for i in range(0, visual_tokens.shape[0], batch_size)]
     )
     sim_t2i = text_feat @ image_feat.T  # [T, V]
-    tau = float(heads.temperature)
-    final_t2i, final_i2t = sim_t2i, sim_t2i.T
-    k_t, k_i = min(k, sim_t2i.shape[1]), min(k, sim_t2i.shape[0])
-    if k_t > 0:
-        cand = sim_t2i.topk(k_t, dim=1).indices  # visuals per text
-        rows = torch.arange(len(texts), device=device)[:, None].expand(-1, k_t)
-        pairs = torch.stack([rows, cand], -1).view(-1, 2)
-        final_t2i = _rerank(sim_t2i, cand, _itm_scores(model, text, text_mask, visual_tokens, pairs, batch_size), tau)
-    if k_i > 0:
-        cand = sim_t2i.T.topk(k_i, dim=1).indices  # texts per visual
-        rows = torch.arange(sim_t2i.shape[1], device=device)[:, None].expand(-1, k_i)
-        pairs = torch.stack([cand, rows], -1).view(-1, 2)
-        final_i2t = _rerank(sim_t2i.T, cand, _itm_scores(model, text, text_mask, visual_tokens, pairs, batch_size), tau)
+    final_t2i, final_i2t = rerank_both(model, text, text_mask, visual_tokens, sim_t2i, k, batch_size)
     return retrieval_recall(final_t2i, text_to_visual.to(device), sim_i2t=final_i2t)
