@@ -28,6 +28,7 @@ from x2vlm_core.plugin_api import (
     SourceName,
     clean_texts,
     decode_video,
+    entry_records,
     hookimpl,
     read_json_list,
 )
@@ -75,9 +76,7 @@ class VideoQaJsonSource(RecordSource):
         self.entries = [e for path in config.annotations for e in read_json_list(path, config.name, layout)]
 
     def _records(self) -> Iterator[tuple[str, object]]:
-        for index, entry in enumerate(self.entries):
-            qid = entry.get("id", entry.get("question_id", index)) if isinstance(entry, dict) else index
-            yield f"{self.name}:{qid}", entry
+        return entry_records(self.name, self.entries, ("id", "question_id"))
 
     def video_path(self, record: dict[str, object]) -> Path:
         """Where a record's clip is: its `video` path, or the file named after its video id."""

@@ -24,6 +24,7 @@ from x2vlm_core.plugin_api import (
     RecordSourceConfig,
     SourceName,
     clean_texts,
+    entry_records,
     hookimpl,
     load_image,
     read_json_list,
@@ -85,9 +86,7 @@ class VqaJsonSource(RecordSource):
         self.entries = [e for path in config.annotations for e in read_json_list(path, config.name, layout)]
 
     def _records(self) -> Iterator[tuple[str, object]]:
-        for index, entry in enumerate(self.entries):
-            qid = entry.get("question_id", index) if isinstance(entry, dict) else index
-            yield f"{self.name}:{qid}", entry
+        return entry_records(self.name, self.entries, ("question_id",))
 
     def _parse(self, record_id: str, record: object) -> Iterable[QASample]:
         record, question = question_of(record)

@@ -39,6 +39,7 @@ __all__ = [
     "SourceName",
     "check_rank",
     "clean_texts",
+    "entry_records",
     "expand_paths",
     "load_image",
     "load_image_sized",
@@ -260,6 +261,14 @@ def read_json_list(path: str | Path, source: str, layout: str) -> list[object]:
     if not isinstance(data, list):
         raise DataError(f"data source {source!r}: {str(path)!r} must hold a JSON list of {layout}")
     return data
+
+
+def entry_records(source: str, entries: Iterable[object], id_keys: tuple[str, ...]) -> Iterator[tuple[str, object]]:
+    """(record id, entry) of a JSON list's entries: `source:` + the entry's first id field present
+    (`id_keys` in order), else its index in the list."""
+    for index, entry in enumerate(entries):
+        key = next((entry[k] for k in id_keys if isinstance(entry, dict) and k in entry), index)
+        yield f"{source}:{key}", entry
 
 
 def clean_texts(value: object, field: str) -> tuple[str, ...]:
