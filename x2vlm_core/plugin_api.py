@@ -82,7 +82,7 @@ from x2vlm_core.evaluation.composition import WinogroundScores, combine_scores, 
 from x2vlm_core.evaluation.evalsets import EvalSet, encode_visuals, eval_set
 from x2vlm_core.evaluation.figures import plot_captions
 from x2vlm_core.evaluation.grounding import evaluate_grounding, predict_boxes
-from x2vlm_core.evaluation.retrieval import encode_texts, evaluate_retrieval
+from x2vlm_core.evaluation.retrieval import encode_texts, evaluate_retrieval, match_log_probs
 from x2vlm_core.evaluation.scores import grounding_scores, retrieval_recall
 from x2vlm_core.generation import (
     DecodeConfig,
@@ -197,6 +197,7 @@ __all__ = [
     "load_state_file",
     "load_state_strict",
     "load_tokenizer",
+    "match_log_probs",
     "normalise",
     "normalize_answer",
     "parse_json_line",

@@ -49,6 +49,7 @@ from x2vlm_core.plugin_api import (
     encode_texts,
     encode_visuals,
     hookimpl,
+    match_log_probs,
     resize,
 )
 
@@ -247,7 +248,9 @@ def box_phrase_scores(model: VLModel, data: AttributeSet, template: str, batch_s
         box_feat = model.heads.image_features(memory.cls[: pick.numel()])  # [Kc, E]
         rows = text_index[pick].to(device)  # [Kc, S]
         sims.append(torch.einsum("ke,kse->ks", box_feat, text_feat[rows]).float().cpu())
-        logps.append(_match(model, text, text_mask, memory, rows, batch_size).cpu())
+        segment = torch.arange(rows.shape[0], device=device)[:, None].expand_as(rows)  # box k's texts
+        pairs = torch.stack((rows.reshape(-1), segment.reshape(-1)), -1)
+        logps.append(match_log_probs(model, text, text_mask, memory, pairs, batch_size).view_as(rows).cpu())
     sim, logp = torch.cat(sims), torch.cat(logps)  # objects in order: attribute_set sorts them by image
     per_column = {"contrastive": sim, "matching": logp,
                   "combined": combine_scores(sim, logp, float(model.heads.temperature))}
@@ -255,19 +258,6 @@ def box_phrase_scores(model: VLModel, data: AttributeSet, template: str, batch_s
                                                                      torch.tensor(1.0))
     mean = mean / mean.sum(0, keepdim=True).clamp_min(1.0)  # [S, A]: synonym columns → attribute means
     return {name: scores @ mean for name, scores in per_column.items()}
-
-
-def _match(model: VLModel, text: Tensor, text_mask: Tensor, memory: VisualMemory, rows: Tensor,
-           batch_size: int) -> Tensor:
-    """log p(match) [Kc, S] of text rows [Kc, S] with box segments 0..Kc-1."""
-    segment = torch.arange(rows.shape[0], device=rows.device)[:, None].expand_as(rows).reshape(-1)
-    flat = rows.reshape(-1)
-    out = []
-    for i in range(0, flat.shape[0], batch_size):
-        t, s = flat[i : i + batch_size], segment[i : i + batch_size]
-        cls = model.fuse(text[t], text_mask[t], memory, s, positions=torch.zeros_like(t)[:, None])[:, 0]
-        out.append(model.heads.itm(cls).float().log_softmax(-1)[:, 1])
-    return torch.cat(out).view_as(rows)
 
 
 def _chance(positive: Tensor, known: Tensor, groups: Mapping[str, Sequence[int]]) -> dict[str, float]:

@@ -35,11 +35,12 @@ from x2vlm_core.plugin_api import (
     encode_texts,
     encode_visuals,
     hookimpl,
+    match_log_probs,
     resize,
     winoground_scores,
 )
 
-__all__ = ["SCORERS", "WinogroundConfig", "WinogroundTask", "block_scores", "match_log_probs"]
+__all__ = ["SCORERS", "WinogroundConfig", "WinogroundTask", "block_scores"]
 
 SCORERS = ("contrastive", "matching", "combined")
 Scorer = Literal["contrastive", "matching", "combined"]
@@ -55,21 +56,6 @@ class WinogroundConfig(BaseModel):
         description="contrastive (feature similarity), matching (log p(match) of the matching head) or combined "
         "(similarity / τ + log p(match), as retrieval re-ranks); the other two are reported too, overall",
     )
-
-
-@torch.no_grad()
-def match_log_probs(
-    model: VLModel, text: Tensor, text_mask: Tensor, visual: Tensor, pairs: Tensor, batch_size: int
-) -> Tensor:
-    """log p(match) [P] of pairs [P, 2] = (text row, visual row): text [T, L, Df], visual tokens [V, 1+N, Dv]."""
-    memory = VisualMemory.whole(visual)
-    out = []
-    for i in range(0, pairs.shape[0], batch_size):
-        t, v = pairs[i : i + batch_size, 0], pairs[i : i + batch_size, 1]
-        # only [CLS] leaves the last fusion layer
-        cls = model.fuse(text[t], text_mask[t], memory, v, positions=torch.zeros_like(t)[:, None])[:, 0]
-        out.append(model.heads.itm(cls).float().log_softmax(-1)[:, 1])
-    return torch.cat(out) if out else text.new_zeros(0)
 
 
 @torch.no_grad()
@@ -92,7 +78,8 @@ def block_scores(model: VLModel, samples: Sequence[CompositionSample], batch_siz
         sims.append(torch.einsum("nie,nje->nij", text_feat.view(n, 2, -1), image_feat.view(n, 2, -1)).float().cpu())
         example, caption, image = torch.meshgrid(torch.arange(n), torch.arange(2), torch.arange(2), indexing="ij")
         pairs = torch.stack([2 * example + caption, 2 * example + image], -1).view(-1, 2).to(visual.device)
-        logps.append(match_log_probs(model, text, mask, visual, pairs, batch_size).view(n, 2, 2).float().cpu())
+        logp = match_log_probs(model, text, mask, VisualMemory.whole(visual), pairs, batch_size)
+        logps.append(logp.view(n, 2, 2).float().cpu())
     sim, logp = torch.cat(sims), torch.cat(logps)
     tau = float(model.heads.temperature)
     return {"contrastive": sim, "matching": logp, "combined": combine_scores(sim, logp, tau)}

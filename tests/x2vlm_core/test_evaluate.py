@@ -51,7 +51,8 @@ class _FakeModel:
 
 def test_rerank_scores_each_pair_once_and_equals_ranking_each_direction_on_its_own() -> None:
     """Pairs in both directions' top-k are fused once; the scores equal re-ranking t2i and i2t apart."""
-    from x2vlm_core.evaluation.retrieval import _itm_scores, rerank_both
+    from x2vlm_core.contracts import VisualMemory
+    from x2vlm_core.evaluation.retrieval import match_log_probs, rerank_both
 
     texts, visuals, k = 15, 9, 4
     torch.manual_seed(0)
@@ -68,9 +69,9 @@ def test_rerank_scores_each_pair_once_and_equals_ranking_each_direction_on_its_o
     tau = float(model.heads.temperature)
     cand = sim.topk(k, dim=1).indices
     pairs = torch.stack([torch.arange(texts)[:, None].expand(-1, k), cand], -1).view(-1, 2)
-    want_t2i = _rerank(sim, cand, _itm_scores(model, text, mask, visual, pairs, 7), tau)  # type: ignore[arg-type]
+    want_t2i = _rerank(sim, cand, match_log_probs(model, text, mask, VisualMemory.whole(visual), pairs, 7), tau)  # type: ignore[arg-type]
     cand = sim.T.topk(k, dim=1).indices
     pairs = torch.stack([cand, torch.arange(visuals)[:, None].expand(-1, k)], -1).view(-1, 2)
-    want_i2t = _rerank(sim.T, cand, _itm_scores(model, text, mask, visual, pairs, 7), tau)  # type: ignore[arg-type]
+    want_i2t = _rerank(sim.T, cand, match_log_probs(model, text, mask, VisualMemory.whole(visual), pairs, 7), tau)  # type: ignore[arg-type]
     torch.testing.assert_close(t2i, want_t2i, rtol=1e-8, atol=1e-6)
     torch.testing.assert_close(i2t, want_i2t, rtol=1e-8, atol=1e-6)

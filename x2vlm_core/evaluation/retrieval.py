@@ -13,7 +13,7 @@ from torch import Tensor
 from x2vlm_core.contracts import VisualMemory, VLModel
 from x2vlm_core.evaluation.scores import RetrievalMetrics, retrieval_recall
 
-__all__ = ["encode_texts", "evaluate_retrieval", "rerank_both"]
+__all__ = ["encode_texts", "evaluate_retrieval", "match_log_probs", "rerank_both"]
 
 
 @torch.no_grad()
@@ -27,12 +27,12 @@ def encode_texts(model: VLModel, texts: Sequence[str], batch_size: int) -> tuple
 
 
 @torch.no_grad()
-def _itm_scores(
-    model: VLModel, text: Tensor, text_mask: Tensor, visual: Tensor, pairs: Tensor, batch_size: int
+def match_log_probs(
+    model: VLModel, text: Tensor, text_mask: Tensor, memory: VisualMemory, pairs: Tensor, batch_size: int
 ) -> Tensor:
-    """Log match probability for pairs [P, 2] = (text row, visual row) → [P]."""
+    """log p(match) [P] of pairs [P, 2] = (text row, segment of `memory`), batch_size pairs per fusion call
+    (only [CLS] leaves the last fusion layer)."""
     out = []
-    memory = VisualMemory.whole(visual)
     for i in range(0, pairs.shape[0], batch_size):
         t, v = pairs[i : i + batch_size, 0], pairs[i : i + batch_size, 1]
         cls = model.fuse(text[t], text_mask[t], memory, v, positions=torch.zeros_like(t)[:, None])[:, 0]
@@ -71,7 +71,7 @@ def rerank_both(
     keys = torch.cat(((text_rows * visuals + cand_t2i).flatten(), (cand_i2t * visuals + visual_rows).flatten()))
     unique, inverse = keys.unique(return_inverse=True)
     pairs = torch.stack((unique // visuals, unique % visuals), -1)
-    scores = _itm_scores(model, text, text_mask, visual_tokens, pairs, batch_size)[inverse]
+    scores = match_log_probs(model, text, text_mask, VisualMemory.whole(visual_tokens), pairs, batch_size)[inverse]
     return (_rerank(sim_t2i, cand_t2i, scores[: cand_t2i.numel()], tau),
             _rerank(sim_t2i.T, cand_i2t, scores[cand_t2i.numel() :], tau))
 

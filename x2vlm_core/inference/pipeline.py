@@ -30,7 +30,7 @@ from x2vlm_core.contracts import AnswersQuestions, Captions, Preprocess, Verifie
 from x2vlm_core.contracts.tasks import Prediction
 from x2vlm_core.data.collate import frame_indices
 from x2vlm_core.data.transforms import normalise, resize
-from x2vlm_core.evaluation.retrieval import _itm_scores, _rerank, encode_texts
+from x2vlm_core.evaluation.retrieval import _rerank, encode_texts, match_log_probs
 from x2vlm_core.inference.inputs import (
     ImageInput,
     InputError,
@@ -254,7 +254,7 @@ class Pipeline:
         rows = torch.arange(len(texts)).repeat(len(items))
         cols = torch.arange(len(items)).repeat_interleave(len(texts))
         pairs = torch.stack([rows, cols], -1).to(self.device)
-        log_match = _itm_scores(self.model, text, mask, tokens, pairs, self.batch_size)
+        log_match = match_log_probs(self.model, text, mask, VisualMemory.whole(tokens), pairs, self.batch_size)
         return Scores(sim, self.temperature, log_match.exp().view(len(items), len(texts)).cpu())
 
     @torch.no_grad()
@@ -308,7 +308,8 @@ class Pipeline:
         """p(match) [P] from the matching head of pairs (texts[text_rows[p]], visual_tokens[visual_rows[p]])."""
         text, mask, _ = encode_texts(self.model, list(texts), self.batch_size)
         pairs = torch.stack([text_rows, visual_rows], -1).to(self.device)
-        return _itm_scores(self.model, text, mask, visual_tokens, pairs, self.batch_size).exp().cpu()
+        memory = VisualMemory.whole(visual_tokens)
+        return match_log_probs(self.model, text, mask, memory, pairs, self.batch_size).exp().cpu()
 
     def ranked(self, sim: Tensor, match: Tensor | None) -> tuple[Tensor, Tensor]:
         """One query's candidates (similarities sim [D], best first; p(match) [R] of the first R) → (order [D]
