@@ -120,3 +120,28 @@ def test_a_training_step_makes_no_host_device_sync(tiny_tokenizer: Path, monkeyp
         out = step(batch)
         out.loss.backward()
     assert model.heads.itm[0].weight.grad is not None
+
+
+@torch.no_grad()
+def test_fusing_a_few_pairs_of_a_large_bank_projects_only_the_rows_they_read(
+    tiny_tokenizer: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluation fuses chunks of pairs against a bank of 1,000 images: the fusion gets only the segments and bank
+    rows the chunk reads (keys/values projected for those), with the same fused tokens as the whole bank."""
+    cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tiny_tokenizer}"])
+    model = build_model(cfg.model).eval()
+    batch = _mixed_batch(model, image_pairs=6, box_pairs=12, video_pairs=1)
+    memory = model.memory(model.encode_visual(batch.images, batch.videos), batch.source, batch.boxes)
+    text = model.encode_text(batch.text.ids, batch.text.mask)
+    # boxes of different images, a repeated segment, a whole image and the video, in no particular order
+    segment = torch.tensor([batch.n_image + 7, 2, batch.n_image + 1, 2, memory.size - 1, batch.n_image + 7])
+    rows = torch.arange(segment.shape[0])
+    seen: list[int] = []
+    original = model.fusion.forward
+    monkeypatch.setattr(model.fusion, "forward",
+                        lambda t, m, mem, *a, **k: seen.append(mem.patches.shape[0]) or original(t, m, mem, *a, **k))
+    fused = model.fuse(text.tokens[rows], text.mask[rows], memory, segment)
+    whole = original(text.tokens[rows], text.mask[rows], memory, segment).tokens
+    used = memory.image[segment].unique()
+    assert seen == [used.shape[0]] and used.shape[0] < memory.patches.shape[0]
+    torch.testing.assert_close(fused, whole, rtol=1e-5, atol=1e-5)

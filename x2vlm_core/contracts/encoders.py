@@ -89,6 +89,17 @@ class VisualMemory:
         mask = self.mask.index_select(0, segment)
         return tokens, torch.cat((mask.new_ones(mask.shape[0], 1), mask), dim=1)
 
+    def narrowed(self, segment: Tensor) -> tuple[VisualMemory, Tensor]:
+        """The memory of only the segments `segment` [P] reads (and their bank rows), with `segment`
+        renumbered into it. A fusion call over a few pairs of a large bank (evaluation: a chunk of pairs
+        against 1,000 images) then projects keys/values for those rows, not for the whole bank. Reads the
+        indices on the host (a device sync)."""
+        used, segment = segment.unique(return_inverse=True)
+        rows, image = self.image.index_select(0, used).unique(return_inverse=True)
+        narrow = VisualMemory(patches=self.patches.index_select(0, rows), cls=self.cls.index_select(0, used),
+                              image=image, mask=self.mask.index_select(0, used))
+        return narrow, segment
+
 
 @dataclass(frozen=True)
 class FusionOutput:

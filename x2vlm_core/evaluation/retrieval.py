@@ -31,13 +31,18 @@ def match_log_probs(
     model: VLModel, text: Tensor, text_mask: Tensor, memory: VisualMemory, pairs: Tensor, batch_size: int
 ) -> Tensor:
     """log p(match) [P] of pairs [P, 2] = (text row, segment of `memory`), batch_size pairs per fusion call
-    (only [CLS] leaves the last fusion layer)."""
+    (only [CLS] leaves the last fusion layer). The pairs go in segment order, so that each call reads few
+    segments and projects keys/values for those only."""
+    order = pairs[:, 1].argsort(stable=True)
     out = []
     for i in range(0, pairs.shape[0], batch_size):
-        t, v = pairs[i : i + batch_size, 0], pairs[i : i + batch_size, 1]
+        t, v = pairs[order[i : i + batch_size]].unbind(1)
         cls = model.fuse(text[t], text_mask[t], memory, v, positions=torch.zeros_like(t)[:, None])[:, 0]
         out.append(model.heads.itm(cls).float().log_softmax(-1)[:, 1])
-    return torch.cat(out) if out else text.new_zeros(0)
+    if not out:
+        return text.new_zeros(0)
+    scores = torch.cat(out)
+    return torch.empty_like(scores).index_copy_(0, order, scores)
 
 
 def _rerank(sim: Tensor, cols: Tensor, log_match: Tensor, temperature: float) -> Tensor:

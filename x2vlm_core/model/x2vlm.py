@@ -132,7 +132,10 @@ class X2VLM(nn.Module):
         positions: Tensor | None = None,
         causal: bool = False,
     ) -> Tensor:
-        """Fused tokens [P, L, Df] (or [P, R, Df] at positions [P, R]) of texts [P, L, Df] with segments [P]."""
+        """Fused tokens [P, L, Df] (or [P, R, Df] at positions [P, R]) of texts [P, L, Df] with segments [P].
+        Fewer pairs than bank rows (evaluation chunks): the fusion sees only the rows they read."""
+        if segment.shape[0] < memory.patches.shape[0]:  # shapes only: a training step never narrows (no sync)
+            memory, segment = memory.narrowed(segment)
         tokens: Tensor = self.fusion(text, text_mask, memory, segment, positions=positions, causal=causal).tokens
         return tokens
 
