@@ -108,7 +108,7 @@ def test_base_config_builds_and_steps(tmp_path: Path) -> None:
 
 def test_a_training_step_makes_no_host_device_sync(tiny_tokenizer: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forward and backward of a mixed step read nothing back to the host (on a GPU each read would stall the
-    queue): .item(), .tolist(), bool(tensor), nonzero() and masked_select all raise here. The fusion's
+    queue): .item(), .tolist(), bool(tensor), nonzero(), unique() and masked_select all raise here. The fusion's
     token packing stays off, as it does on a GPU (pack: cpu)."""
     from tests.plugins.loss.conftest import forbid_host_sync
 
@@ -126,8 +126,9 @@ def test_a_training_step_makes_no_host_device_sync(tiny_tokenizer: Path, monkeyp
 def test_fusing_a_few_pairs_of_a_large_bank_projects_only_the_rows_they_read(
     tiny_tokenizer: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Evaluation fuses chunks of pairs against a bank of 1,000 images: the fusion gets only the segments and bank
-    rows the chunk reads (keys/values projected for those), with the same fused tokens as the whole bank."""
+    """Evaluation fuses chunks of pairs against a bank of 1,000 images: without autograd the fusion gets only the
+    segments and bank rows the chunk reads (keys/values projected for those), with the same fused tokens as the
+    whole bank."""
     cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tiny_tokenizer}"])
     model = build_model(cfg.model).eval()
     batch = _mixed_batch(model, image_pairs=6, box_pairs=12, video_pairs=1)
@@ -145,3 +146,6 @@ def test_fusing_a_few_pairs_of_a_large_bank_projects_only_the_rows_they_read(
     used = memory.image[segment].unique()
     assert seen == [used.shape[0]] and used.shape[0] < memory.patches.shape[0]
     torch.testing.assert_close(fused, whole, rtol=1e-5, atol=1e-5)
+    with torch.enable_grad():  # a step under autograd never narrows: it would read indices on the host
+        model.fuse(text.tokens[rows], text.mask[rows], memory, segment)
+    assert seen[-1] == memory.patches.shape[0]

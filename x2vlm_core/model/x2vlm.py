@@ -133,8 +133,9 @@ class X2VLM(nn.Module):
         causal: bool = False,
     ) -> Tensor:
         """Fused tokens [P, L, Df] (or [P, R, Df] at positions [P, R]) of texts [P, L, Df] with segments [P].
-        Fewer pairs than bank rows (evaluation chunks): the fusion sees only the rows they read."""
-        if segment.shape[0] < memory.patches.shape[0]:  # shapes only: a training step never narrows (no sync)
+        Without autograd and with fewer pairs than bank rows (evaluation chunks), the fusion sees only the rows
+        the pairs read; a training step never narrows (narrowing reads indices on the host)."""
+        if not torch.is_grad_enabled() and segment.shape[0] < memory.patches.shape[0]:
             memory, segment = memory.narrowed(segment)
         tokens: Tensor = self.fusion(text, text_mask, memory, segment, positions=positions, causal=causal).tokens
         return tokens
