@@ -97,10 +97,11 @@ from x2vlm_core.generation import (
     sequence_log_prob,
     target_queries,
 )
-from x2vlm_core.generation.attention import attend_cached, attend_grouped, decode_bert_layers
+from x2vlm_core.generation.attention import attend_cached, attend_grouped, decode_bert_layers, split_heads
 from x2vlm_core.generation.rewards import cider_d
 from x2vlm_core.model.boxes import box_iou_aligned, cxcywh_to_xyxy, generalized_box_iou_aligned
 from x2vlm_core.model.gather import gather_rows, shared_denominator
+from x2vlm_core.model.packing import PACK_HELP, PackMode, TokenPacking
 from x2vlm_core.model.step import run_losses
 
 __all__ = [
@@ -108,6 +109,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "INJECTED",
     "KINDS",
+    "PACK_HELP",
     "WINOGROUND_CHANCE",
     "AnswersQuestions",
     "AttributeScores",
@@ -134,6 +136,7 @@ __all__ = [
     "LossModule",
     "LossOutput",
     "LossPlan",
+    "PackMode",
     "PairSample",
     "PluginError",
     "PluginSpec",
@@ -153,6 +156,7 @@ __all__ = [
     "TaskModule",
     "TextEncoder",
     "TextOutput",
+    "TokenPacking",
     "TokenizedText",
     "Tokenizer",
     "VLModel",
@@ -217,6 +221,7 @@ __all__ = [
     "seq2seq_texts",
     "sequence_log_prob",
     "shared_denominator",
+    "split_heads",
     "target_queries",
     "tokenize_caption",
     "vqa_scores",

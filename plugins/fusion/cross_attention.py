@@ -6,9 +6,8 @@ cross-attention (`layer.{i}.attention.self.query`, `.crossattention.*`, `.interm
 `.output.*`), so official X²-VLM fusion weights map by prefix and BERT layers copy in directly. Our own
 module because transformers 5 forces causal self-attention when BERT layers have cross-attention.
 
-Packing (`pack`): texts are padded to the longest of the batch (the demo's are ~47 % real tokens), yet only
-attention mixes positions; every linear, norm and FFN runs on the real tokens [T, D] alone, and attention
-scatters them into padded [P, L, D] views. Exact (the same sums per token).
+Packing (`pack`, TokenPacking): every linear, norm and FFN runs on the real text tokens [T, D] alone,
+attention on padded [P, L, D] views; exact.
 
 Decoding (`start_decoding`, `decode`): each layer's cross-attention keys/values [S, H, 1+N, Dh] are projected
 once per segment and read by all G beams of a segment at once (their queries stacked, never copied per
@@ -17,9 +16,8 @@ beam); self-attention runs new tokens [R, T, D] against the cached keys/values o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from x2vlm_core.plugin_api import (
+    PACK_HELP,
     ConfigError,
     FusionEncoder,
     FusionOutput,
     KVCache,
     LayerSource,
+    PackMode,
     PluginSpec,
     TextEncoder,
+    TokenPacking,
     VisualMemory,
     attend_cached,
     attend_grouped,
@@ -55,11 +56,7 @@ class CrossAttentionFusionConfig(BaseModel):
         0.02, gt=0.0, description="std of the normal initialisation of linear weights: BERT's 0.02 suits width "
         "768; a narrow model trained from scratch learns cross-attention much sooner near 1/sqrt(width)",
     )
-    pack: Literal["cpu", "always", "never"] = Field(
-        "cpu", description="run linears, norms and FFNs on the real (unpadded) text tokens only, attention on "
-        "padded views (exact; the demo trains at ~90 pairs/s on 2 CPU threads instead of ~72). Finding the real "
-        "tokens reads the mask on the host: 'cpu' packs only CPU tensors, where that costs no device sync",
-    )
+    pack: PackMode = Field("cpu", description=PACK_HELP)
     init_from_text: list[int] | None = Field(
         None, description="copy self-attention + FFN of these text-encoder layers (one per fusion layer, e.g. "
         "[6, 7, 8, 9, 10, 11] for BERT-base as in the official code); cross-attention stays fresh",
@@ -173,7 +170,7 @@ class _Layer(nn.Module):
 
     def forward(
         self, x: Tensor, self_mask: Tensor, memory: VisualMemory, segment: Tensor, image: Tensor, cross_mask: Tensor,
-        positions: Tensor | None = None, packing: _Packing | None = None,
+        positions: Tensor | None = None, packing: TokenPacking | None = None,
     ) -> Tensor:
         """x [P, L, D] (or its real tokens [T, D] under `packing`) → the same shape, or [P, R, D] at positions
         [P, R] (queries only there; keys from all of x). Linears, norms and the FFN see only x's rows;
@@ -206,28 +203,6 @@ class _Layer(nn.Module):
 
 def _same(x: Tensor) -> Tensor:
     return x
-
-
-@dataclass(frozen=True)
-class _Packing:
-    """The real tokens of a padded text batch [P, L]: index [T] of their flat positions p·L + l."""
-
-    index: Tensor
-    rows: int
-    length: int
-
-    @staticmethod
-    def of(mask: Tensor) -> _Packing:
-        return _Packing(mask.flatten().nonzero().squeeze(1), int(mask.shape[0]), int(mask.shape[1]))
-
-    def pack(self, x: Tensor) -> Tensor:
-        """[P, L, D] → [T, D]."""
-        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
-
-    def unpack(self, x: Tensor) -> Tensor:
-        """[T, D] → [P, L, D], zeros at padded positions."""
-        out = x.new_zeros(self.rows * self.length, x.shape[-1]).index_copy(0, self.index, x)
-        return out.view(self.rows, self.length, -1)
 
 
 def _attendable(mask: Tensor) -> Tensor:
@@ -352,8 +327,7 @@ class CrossAttentionFusion(FusionEncoder):
         image = memory.image.index_select(0, segment)  # [P]: the bank row each pair reads
         segment_mask = memory.mask.index_select(0, segment)
         cross_mask = _attendable(torch.cat((segment_mask.new_ones(segment.shape[0], 1), segment_mask), 1)[:, None, :])
-        packed = self.pack == "always" or (self.pack == "cpu" and text_mask.device.type == "cpu")
-        packing = _Packing.of(text_mask) if packed and not bool(text_mask.all()) else None
+        packing = TokenPacking.plan(text_mask, self.pack)
         x = text if packing is None else packing.pack(text)
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):

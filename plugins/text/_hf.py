@@ -7,22 +7,27 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from x2vlm_core.plugin_api import (
+    PACK_HELP,
     ConfigError,
     FastTokenizer,
     KVCache,
+    PackMode,
     TextEncoder,
     TextOutput,
     Tokenizer,
+    TokenPacking,
     WeightsError,
     decode_bert_layers,
     load_state_file,
     load_state_strict,
     load_tokenizer,
+    split_heads,
 )
 
 __all__ = [
@@ -66,6 +71,7 @@ class HFArchitectureConfig(BaseModel):
         True, description="with `pretrained`: load its weights (false = its architecture and tokenizer "
         "only, random init; what checkpoints record, since they hold the weights)",
     )
+    pack: PackMode = Field("cpu", description=PACK_HELP)
 
     @model_validator(mode="after")
     def _source(self) -> HFArchitectureConfig:
@@ -203,7 +209,11 @@ def _named(wanted: dict[str, int | None]) -> dict[str, tuple[str, int | None]]:
 class HFTextEncoder(TextEncoder):
     """A transformers encoder (no pooler) + FastTokenizer: ids/mask [B, L] → TextOutput tokens [B, L, D]."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: FastTokenizer, pretrained_keys: frozenset[str]) -> None:
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: FastTokenizer, pretrained_keys: frozenset[str], pack: PackMode = "never"
+    ) -> None:
+        """pack: run the BERT-style layers on the real tokens only (TokenPacking); for models whose
+        `transformer_layers` follow BERT's naming (bert, xlmr), so "never" for any other."""
         super().__init__()
         vocab = int(model.get_input_embeddings().num_embeddings)
         if tokenizer.vocab_size > vocab:
@@ -214,10 +224,14 @@ class HFTextEncoder(TextEncoder):
         self.model = model
         self.tokenizer = tokenizer
         self.width = int(model.config.hidden_size)
+        self.pack = pack
         # Relative to this module, as every encoder's pretrained_keys are.
         self.pretrained_keys = frozenset(f"model.{k}" for k in pretrained_keys)
 
     def forward(self, ids: Tensor, mask: Tensor, causal: bool = False) -> TextOutput:
+        packing = None if causal else TokenPacking.plan(mask.bool(), self.pack)
+        if packing is not None:
+            return TextOutput(tokens=self._packed(ids, mask.bool(), packing))
         # A ready 4-D boolean mask ([B, 1, 1, L], or [B, 1, L, L] causal): transformers uses it as-is, where a
         # 2-D one would first be inspected on the host (a device sync per call) to decide whether to drop it.
         attend = mask.bool()[:, None, None, :]
@@ -226,6 +240,23 @@ class HFTextEncoder(TextEncoder):
             attend = attend & torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
         out = self.model(input_ids=ids, attention_mask=attend)
         return TextOutput(tokens=out.last_hidden_state)
+
+    def _packed(self, ids: Tensor, mask: Tensor, packing: TokenPacking) -> Tensor:
+        """The model's own embeddings and layers with every linear, norm and FFN on the real tokens only
+        (their padded positions come back zero): the numbers of the padded forward at every real position."""
+        hidden = packing.pack(self.model.embeddings(input_ids=ids))
+        attend = mask[:, None, None, :]
+        dropout = float(self.model.config.attention_probs_dropout_prob) if self.training else 0.0
+        heads = self.num_heads
+        for layer in self.transformer_layers():
+            attention = layer.attention
+            proj = attention.self
+            q, k, v = (split_heads(packing.unpack(linear(hidden)), heads) for linear in (proj.query, proj.key, proj.value))
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=dropout)
+            context = context.transpose(1, 2).reshape(packing.rows, packing.length, self.width)
+            attended = attention.output(packing.pack(context), hidden)  # dense → dropout → LayerNorm(+ residual)
+            hidden = layer.output(layer.intermediate(attended), attended)
+        return packing.unpack(hidden)
 
     def decode(
         self, ids: Tensor, positions: Tensor, allowed: Tensor, cache: KVCache | None = None, keep: int | None = None
@@ -320,7 +351,7 @@ class FamilyTextEncoder(HFTextEncoder):
         hf_config._attn_implementation = "sdpa"
         model = self.model_class(hf_config, add_pooling_layer=False)
         loaded = load_hf_weights(model, Path(config.pretrained)) if config.pretrained and config.weights else frozenset()
-        super().__init__(model, tokenizer, loaded)
+        super().__init__(model, tokenizer, loaded, pack=config.pack)
 
     def check_pretrained(self, config: HFArchitectureConfig, hf_config: PretrainedConfig, tokenizer: FastTokenizer) -> None:
         """Fields set in the plugin config must agree with config.json."""

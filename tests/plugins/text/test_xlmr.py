@@ -52,7 +52,9 @@ def test_pretrained_dir_matches_transformers(sentencepiece_dir: Path, tmp_path: 
     with torch.no_grad():
         ours = model(batch.ids, batch.mask).tokens
         theirs = reference(input_ids=batch.ids, attention_mask=batch.mask.long()).last_hidden_state
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    real = batch.mask.bool()
+    assert not real.all()  # padded: the packed path (the CPU default) runs
+    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-6)  # pads are never read
     assert len(model.pretrained_keys) == len(model.model.state_dict())
     with pytest.raises(ConfigError, match="max_positions"):
         XlmrText(XlmrTextConfig(pretrained=str(tmp_path), max_positions=512))
