@@ -7,7 +7,8 @@ cross-attention (`layer.{i}.attention.self.query`, `.crossattention.*`, `.interm
 module because transformers 5 forces causal self-attention when BERT layers have cross-attention.
 
 Packing (`pack`, TokenPacking): every linear, norm and FFN runs on the real text tokens [T, D] alone,
-attention on padded [P, L, D] views; exact.
+self-attention on padded [P, L, D] views, and cross-attention with the tokens grouped by the image they read
+(CrossGroups: keys/values projected once per image, copied per group of tokens, not per pair); exact.
 
 Decoding (`start_decoding`, `decode`): each layer's cross-attention keys/values [S, H, 1+N, Dh] are projected
 once per segment and read by all G beams of a segment at once (their queries stacked, never copied per
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from plugins.fusion._groups import CrossGroups
 from x2vlm_core.plugin_api import (
     PACK_HELP,
     ConfigError,
@@ -56,7 +58,9 @@ class CrossAttentionFusionConfig(BaseModel):
         0.02, gt=0.0, description="std of the normal initialisation of linear weights: BERT's 0.02 suits width "
         "768; a narrow model trained from scratch learns cross-attention much sooner near 1/sqrt(width)",
     )
-    pack: PackMode = Field("cpu", description=PACK_HELP)
+    pack: PackMode = Field(
+        "cpu", description=f"{PACK_HELP}; the same host read groups cross-attention queries by image (CrossGroups)"
+    )
     init_from_text: list[int] | None = Field(
         None, description="copy self-attention + FFN of these text-encoder layers (one per fusion layer, e.g. "
         "[6, 7, 8, 9, 10, 11] for BERT-base as in the official code); cross-attention stays fresh",
@@ -170,11 +174,12 @@ class _Layer(nn.Module):
 
     def forward(
         self, x: Tensor, self_mask: Tensor, memory: VisualMemory, segment: Tensor, image: Tensor, cross_mask: Tensor,
-        positions: Tensor | None = None, packing: TokenPacking | None = None,
+        positions: Tensor | None = None, packing: TokenPacking | None = None, groups: CrossGroups | None = None,
     ) -> Tensor:
         """x [P, L, D] (or its real tokens [T, D] under `packing`) → the same shape, or [P, R, D] at positions
         [P, R] (queries only there; keys from all of x). Linears, norms and the FFN see only x's rows;
-        attention runs on padded [P, L, D] views."""
+        self-attention runs on padded [P, L, D] views; cross-attention per pair, or under `groups` (planned
+        for the rows of x as they enter it) per image."""
         pad = packing.unpack if packing is not None else _same
         proj = self.attention.self
         keys, values = pad(proj.key(x)), pad(proj.value(x))
@@ -187,8 +192,15 @@ class _Layer(nn.Module):
         unpad = packing.pack if packing is not None else _same
         attention, cross = self.attention, self.crossattention
         x = attention.output(unpad(attention.context(pad(proj.query(x)), keys, values, mask)), x)
-        keys, values = cross.segment_keys_values(memory, segment, image)
-        x = cross.output(unpad(cross.context(pad(cross.self.query(x)), keys, values, cross_mask)), x)
+        if groups is None:
+            keys, values = cross.segment_keys_values(memory, segment, image)
+            x = cross.output(unpad(cross.context(pad(cross.self.query(x)), keys, values, cross_mask)), x)
+        else:
+            proj = cross.self
+            context = groups.attend(proj.query(x.reshape(-1, x.shape[-1])), groups.keys(proj.key, memory),
+                                    groups.keys(proj.value, memory), cross.heads,
+                                    cross.attn_dropout if self.training else 0.0)
+            x = cross.output(context.view_as(x), x)
         return self.output(self.intermediate(x), x)
 
     def decode(
@@ -329,10 +341,17 @@ class CrossAttentionFusion(FusionEncoder):
         cross_mask = _attendable(torch.cat((segment_mask.new_ones(segment.shape[0], 1), segment_mask), 1)[:, None, :])
         packing = TokenPacking.plan(text_mask, self.pack)
         x = text if packing is None else packing.pack(text)
+        groups = read_groups = None
+        if TokenPacking.allowed(self.pack, text_mask):  # cross-attention per image (a host read, as packing)
+            rows = segment.repeat_interleave(length) if packing is None else segment.index_select(0, packing.index // length)
+            groups = CrossGroups.plan(memory, rows)
+            read_groups = groups if positions is None else CrossGroups.plan(
+                memory, segment.repeat_interleave(positions.shape[1]))
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
             # Only the last layer narrows to the read positions: earlier ones feed every position's keys.
-            x = layer(x, self_mask, memory, segment, image, cross_mask, positions if i == last else None, packing)
+            x = layer(x, self_mask, memory, segment, image, cross_mask, positions if i == last else None, packing,
+                      read_groups if i == last else groups)
         if positions is None and packing is not None:
             x = packing.unpack(x)
         return FusionOutput(tokens=x)

@@ -109,10 +109,11 @@ def test_base_config_builds_and_steps(tmp_path: Path) -> None:
 def test_a_training_step_makes_no_host_device_sync(tiny_tokenizer: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forward and backward of a mixed step read nothing back to the host (on a GPU each read would stall the
     queue): .item(), .tolist(), bool(tensor), nonzero(), unique() and masked_select all raise here. The fusion's
-    token packing stays off, as it does on a GPU (pack: cpu)."""
+    and text encoder's token packing stays off, as it does on a GPU (pack: cpu)."""
     from tests.plugins.loss.conftest import forbid_host_sync
 
-    cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tiny_tokenizer}", "model.fusion.pack=never"])
+    cfg = load_config(CONFIGS / "tiny.yaml", [f"model.text.tokenizer={tiny_tokenizer}", "model.fusion.pack=never",
+                                               "model.text.pack=never"])
     model = build_model(cfg.model)
     step = build_step(model, build_losses(cfg.losses))
     batch = _mixed_batch(model)

@@ -34,9 +34,14 @@ class TokenPacking:
     length: int
 
     @staticmethod
+    def allowed(mode: PackMode, tensor: Tensor) -> bool:
+        """Whether `mode` lets a layout be planned from `tensor`'s values (a host read) on its device."""
+        return mode == "always" or (mode == "cpu" and tensor.device.type == "cpu")
+
+    @staticmethod
     def plan(mask: Tensor, mode: PackMode) -> TokenPacking | None:
         """The packing of key-padding mask [B, L] under `mode`; None where it does not apply or every token is real."""
-        if mode == "never" or (mode == "cpu" and mask.device.type != "cpu") or bool(mask.all()):
+        if not TokenPacking.allowed(mode, mask) or bool(mask.all()):
             return None
         return TokenPacking(mask.flatten().nonzero().squeeze(1), int(mask.shape[0]), int(mask.shape[1]))
 

@@ -290,3 +290,42 @@ def test_packed_tokens_equal_padded_in_values_and_gradients(bert: BertText, caus
         results.append((full[text_mask], read, leaf.grad, grads))
     for padded, packed in zip(*results, strict=True):
         torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_cross_attention_grouped_per_image_equals_per_pair(bert: BertText, ragged: bool) -> None:
+    """Queries grouped by the image they read (keys/values once per image, [K segment CLS; N patches]): the
+    per-pair numbers and gradients, with several segments per image, partial masks, an image no pair reads,
+    one image read by many pairs (several groups) and read positions."""
+    g = torch.Generator().manual_seed(5)
+    patches = torch.randn(4, 6, VISION, generator=g)
+    cls = torch.randn(5, VISION, generator=g)
+    image = torch.tensor([0, 2, 2, 2, 3])  # image 1: no segment; image 2: three
+    mask = torch.rand(5, 6, generator=g) > 0.4
+    segment = torch.tensor([1, 1, 1, 1, 2, 3, 0, 1, 4, 1])  # image 2 read by 8 pairs, images 0 and 3 by one
+    lengths = torch.tensor([9, 3, 5, 2, 9, 7, 1, 4, 6, 8]) if ragged else torch.full((10,), 9)
+    text = torch.randn(10, 9, WIDTH, generator=g)
+    text_mask = torch.arange(9)[None] < lengths[:, None]
+    positions = torch.stack((torch.zeros_like(lengths), lengths - 1), 1)  # real tokens (pads are never read)
+    results = []
+    for pack in ("never", "always"):
+        torch.manual_seed(0)
+        model = CrossAttentionFusion(_config(pack=pack), VISION, bert).eval()
+        leaves = [t.clone().requires_grad_() for t in (text, patches, cls)]
+        memory = VisualMemory(patches=leaves[1], cls=leaves[2], image=image, mask=mask)
+        full = model(leaves[0], text_mask, memory, segment).tokens
+        read = model(leaves[0], text_mask, memory, segment, positions=positions).tokens
+        (full[text_mask].square().sum() + read.sin().sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])  # type: ignore[union-attr]
+        results.append((full[text_mask], read, *(leaf.grad for leaf in leaves), grads))
+    for per_pair, grouped in zip(*results, strict=True):
+        torch.testing.assert_close(grouped, per_pair, atol=1e-5, rtol=1e-5)
+
+
+def test_group_size_trades_padding_rows() -> None:
+    from plugins.fusion._groups import _group_size
+
+    assert _group_size([40, 41]) == 41  # one group each: 82 rows + 2 copies
+    assert _group_size([10, 40]) == 10  # 1 + 4 groups of 10: 50 rows + 5 copies, not 2 x 40 = 80 rows + 2
+    assert _group_size([20] * 50 + [200]) == 200 // 8  # a long tail splits: 25 rows a group, not 200
+    assert _group_size([7]) == 7
