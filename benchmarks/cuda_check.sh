@@ -5,7 +5,9 @@
 #      text padded to 40 tokens and with realistic caption/phrase lengths, plus a kernel profile of one step;
 #   3. base in the official loader's shape (box pairs from 50 images);
 #   4. base with torch.compile'd encoders;
-#   5. benchmarks/data.py: loader throughput per worker, and JPEG decoding on the GPU (nvjpeg).
+#   5. base with token packing and cross-attention grouping on the GPU (--pack always: exact, a host read
+#      per text/fusion call), realistic texts: whether unpadding pays there despite the syncs;
+#   6. benchmarks/data.py: loader throughput per worker, and JPEG decoding on the GPU (nvjpeg).
 # Results land in $OUT (default /tmp/x2vlm-cuda). Wheels for packages the machine lacks may sit in .whl/.
 set -uo pipefail
 OUT=${OUT:-/tmp/x2vlm-cuda}
@@ -40,5 +42,10 @@ mkdir -p "$OUT/compiled"
 timeout "${COMPILE_TIMEOUT:-200}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
   --configs base --compile on --texts padded realistic --steps 10 --out "$OUT/compiled" 2>&1 \
   | grep -v "^USDT\|profiler_st" | tee "$OUT/compiled/bench.log"
+
+mkdir -p "$OUT/packed"
+timeout "${PACK_TIMEOUT:-120}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
+  --configs base --pack always --texts realistic --steps 10 --out "$OUT/packed" 2>&1 \
+  | grep -v "^USDT\|profiler_st" | tee "$OUT/packed/bench.log"
 
 timeout "${DATA_TIMEOUT:-120}" python3 benchmarks/data.py --scale 0.3 --out "$OUT/data-cuda.json" 2>&1 | tee "$OUT/data.log"

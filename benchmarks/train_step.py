@@ -10,7 +10,8 @@ masked copies, in one text-encoder call) and runs ONE fusion call over 3·256 ma
 pairs (keys/values projected once per image). `--box-images 50` gives the official loader's shape (128 box
 pairs from 50 images). `--texts padded` pads every text to max_text_len (40), the most the official recipe
 pays; `--texts realistic` draws caption and box-phrase lengths from a COCO/Visual-Genome-like histogram
-(FLOPs are counted for each). Prints a table and writes
+(FLOPs are counted for each). `--pack never cpu` runs each config without and with token packing and
+cross-attention grouping (the CPU default; `always` also on a GPU). Prints a table and writes
 benchmarks/results/train_step-<device>.json with the machine description. --profile also writes the
 top kernels of one step (train_step-<device>-profile.txt).
 """
@@ -146,11 +147,13 @@ class Options:
     box_images: int | None
     texts: str
     profile: Path | None
+    pack: str | None = None
 
 
 def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, float | str | bool]:
     device = opt.device
-    cfg = load_config(ROOT / "configs" / CONFIGS[name], _overrides(name, tmp))
+    packing = [] if opt.pack is None else [f"model.text.pack={opt.pack}", f"model.fusion.pack={opt.pack}"]
+    cfg = load_config(ROOT / "configs" / CONFIGS[name], _overrides(name, tmp) + packing)
     model = build_model(cfg.model).to(device)
     train_step = build_step(model, build_losses(cfg.losses))
     pairs = batch if batch is not None else cfg.data.image_pairs
@@ -198,7 +201,7 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
         "images": int(data.images.shape[0]), "text_len": int(data.text.ids.shape[1]),
         "pairs_per_step": data.size, "ms_per_step": dt * 1e3, "samples_per_s": data.size / dt,
         "model_TFLOP_per_step": flops / 1e12, "TFLOP_per_s": flops / dt / 1e12,
-        "texts": opt.texts, "real_tokens": int(data.text.mask.sum()),
+        "texts": opt.texts, "real_tokens": int(data.text.mask.sum()), "pack": opt.pack or "cpu",
         "peak_mem_GiB": peak, "precision": opt.precision, "compile": opt.compile, "warmup_s": t_warm,
     }
     del model, train_step, optimizer, data
@@ -250,6 +253,9 @@ def main() -> None:
     parser.add_argument("--texts", nargs="+", default=["padded"], choices=["padded", "realistic"],
                         help="padded: every text 40 tokens (the worst case the recipe allows); realistic: "
                              "caption and box-phrase lengths drawn from a COCO/VG-like histogram")
+    parser.add_argument("--pack", nargs="+", choices=["cpu", "always", "never"], default=[None],
+                        help="run with text and fusion token packing + cross-attention grouping set so (default: "
+                             "the configs', 'cpu': on CPU tensors only; 'always' also on a GPU, a host read per call)")
     parser.add_argument("--profile", action="store_true", help="write the top kernels of one step")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -267,17 +273,17 @@ def main() -> None:
         "platform": platform.platform(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__, "device": torch.cuda.get_device_name() if kind == "cuda" else "cpu",
     }
-    print(f"{'config':>6} {'params':>8} {'compile':>7} {'texts':>9} {'pairs':>5} {'images':>6} {'tokens':>6} "
+    print(f"{'config':>6} {'params':>8} {'compile':>7} {'texts':>9} {'pack':>6} {'pairs':>5} {'images':>6} {'tokens':>6} "
           f"{'TFLOP':>7} {'ms/step':>9} {'pairs/s':>9} {'TFLOP/s':>8} {'peak GiB':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
-            for mode, texts in itertools.product(args.compile, args.texts):
+            for mode, texts, pack in itertools.product(args.compile, args.texts, args.pack):
                 batch = None if name == "demo" else (args.batch or (2 if args.device == "cpu" else None))
                 opt = Options(args.device, args.precision, args.steps, mode == "on", args.box_images, texts,
-                              profile)
+                              profile, pack)
                 r = run(name, batch, opt, Path(tmp))
                 rows.append(r)
-                print(f"{r['config']:>6} {r['params_M']:7.1f}M {mode:>7} {texts:>9} {r['pairs_per_step']:5} "
+                print(f"{r['config']:>6} {r['params_M']:7.1f}M {mode:>7} {texts:>9} {r['pack']:>6} {r['pairs_per_step']:5} "
                       f"{r['images']:6} {r['real_tokens']:6} {r['model_TFLOP_per_step']:7.2f} {r['ms_per_step']:9.1f} {r['samples_per_s']:9.1f} {r['TFLOP_per_s']:8.1f} "
                       f"{r['peak_mem_GiB']:8.2f}", flush=True)
                 # Written after every row: a run cut short still leaves what it measured.
