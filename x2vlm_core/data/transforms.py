@@ -60,9 +60,13 @@ def resize(image: Tensor, size: int) -> Tensor:
     if image.shape[-2:] == (size, size):
         return image
     lead = image.shape[:-3]
-    flat = image.reshape(-1, *image.shape[-3:]).float()
-    out = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8).reshape(*lead, 3, size, size)
+    flat = image.reshape(-1, *image.shape[-3:])
+    if flat.device.type == "cpu":  # torch's uint8 kernel: ~2x faster than through float, within 1 level of it
+        out = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    else:
+        out = F.interpolate(flat.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.reshape(*lead, 3, size, size)
 
 
 def random_crop_window(

@@ -45,6 +45,19 @@ def test_resize_keeps_normalised_box() -> None:
     assert resize(out, 32) is out  # already the right size: no work
 
 
+
+def test_resize_is_antialiased_bilinear_within_one_level() -> None:
+    """The CPU's uint8 kernel against antialiased bilinear in float (the other devices' path), on noise
+    (where skipping the antialias or another filter is far off), for an image and a video's frames."""
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 75, 100), (2, 3, 50, 40)):
+        image = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        flat = image.reshape(-1, *shape[-3:]).float()
+        want = torch.nn.functional.interpolate(flat, size=(24, 24), mode="bilinear", antialias=True)
+        got = resize(image, 24)
+        assert got.shape == (*shape[:-2], 24, 24) and got.dtype == torch.uint8
+        assert (got.reshape(want.shape).float() - want).abs().max() <= 1.0
+
 def test_crop_boxes_match_pixels_for_many_windows() -> None:
     gen = torch.Generator().manual_seed(0)
     image, box = draw(64, 80, 20, 16, 52, 40)
