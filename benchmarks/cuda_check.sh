@@ -9,6 +9,9 @@
 #      per text/fusion call), realistic texts: whether unpadding pays there despite the syncs;
 #   6. benchmarks/data.py: loader throughput per worker, and JPEG decoding on the GPU (nvjpeg).
 # Results land in $OUT (default /tmp/x2vlm-cuda). Wheels for packages the machine lacks may sit in .whl/.
+# Stages run in that order; name some to run only those (their time limits add up to more than one device
+# call's 600 s: e.g. `benchmarks/cuda_check.sh demo bench shape`, then `... compile pack data`).
+#   benchmarks/cuda_check.sh [demo] [bench] [shape] [compile] [pack] [data]
 set -uo pipefail
 OUT=${OUT:-/tmp/x2vlm-cuda}
 mkdir -p "$OUT"
@@ -21,31 +24,34 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, timm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
 
+stages=" ${*:-demo bench shape compile pack data} "
+want() { [[ "$stages" == *" $1 "* ]]; }
+
+if want demo; then
 demo=/tmp/x2vlm-demo-cuda
 rm -rf "$demo"
 timeout "${DEMO_TIMEOUT:-180}" python3 -m x2vlm_core.cli pretrain --config configs/demo.yaml --quiet \
   --set train.accelerator=gpu --set train.precision=bf16-mixed --set "train.out_dir=$demo" \
   --set "model.text.tokenizer=$demo/tokenizer" --set "train.tokenizer.out=$demo/tokenizer" 2>&1 | tail -30 | tee "$OUT/demo.log"
 cp "$demo/eval.json" "$OUT/demo-eval.json" 2>/dev/null
+fi
 
-
-timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
+want bench && timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
   --configs base large --texts padded realistic --steps 10 --profile --out "$OUT" 2>&1 \
   | grep -v "^USDT\|profiler_st" | tee "$OUT/bench.log"
 
-mkdir -p "$OUT/official_shape"
-timeout "${SHAPE_TIMEOUT:-120}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
+want shape && mkdir -p "$OUT/official_shape" && timeout "${SHAPE_TIMEOUT:-120}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
   --configs base --box-images 50 --texts padded --steps 10 --out "$OUT/official_shape" 2>&1 \
   | grep -v "^USDT\|profiler_st" | tee "$OUT/official_shape/bench.log"
 
-mkdir -p "$OUT/compiled"
-timeout "${COMPILE_TIMEOUT:-200}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
+want compile && mkdir -p "$OUT/compiled" && timeout "${COMPILE_TIMEOUT:-200}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
   --configs base --compile on --texts padded realistic --steps 10 --out "$OUT/compiled" 2>&1 \
   | grep -v "^USDT\|profiler_st" | tee "$OUT/compiled/bench.log"
 
-mkdir -p "$OUT/packed"
-timeout "${PACK_TIMEOUT:-120}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
+want pack && mkdir -p "$OUT/packed" && timeout "${PACK_TIMEOUT:-120}" python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 \
   --configs base --pack always --texts realistic --steps 10 --out "$OUT/packed" 2>&1 \
   | grep -v "^USDT\|profiler_st" | tee "$OUT/packed/bench.log"
 
-timeout "${DATA_TIMEOUT:-120}" python3 benchmarks/data.py --scale 0.3 --out "$OUT/data-cuda.json" 2>&1 | tee "$OUT/data.log"
+want data && timeout "${DATA_TIMEOUT:-120}" python3 benchmarks/data.py --scale 0.3 --out "$OUT/data-cuda.json" 2>&1 | tee "$OUT/data.log"
+
+exit 0  # each stage logs how it went under $OUT
