@@ -5,8 +5,8 @@
 #      text padded to 40 tokens and with realistic caption/phrase lengths, plus a kernel profile of one step;
 #   3. base in the official loader's shape (box pairs from 50 images);
 #   4. base with torch.compile'd encoders;
-#   5. base with token packing and cross-attention grouping on the GPU (--pack always: exact, a host read
-#      per text/fusion call), realistic texts: whether unpadding pays there despite the syncs;
+#   5. base with token packing and cross-attention grouping on the GPU (--pack always: exact, host reads
+#      to plan each text/fusion call, ~10 a step), realistic texts: whether unpadding pays there despite them;
 #   6. benchmarks/data.py: loader throughput per worker, and JPEG decoding on the GPU (nvjpeg).
 # Results land in $OUT (default /tmp/x2vlm-cuda). Wheels for packages the machine lacks may sit in .whl/.
 # Stages run in that order; name some to run only those (their time limits add up to more than one device

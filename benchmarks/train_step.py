@@ -194,7 +194,8 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
     peak = (torch.cuda.max_memory_allocated() / 2**30 if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     if opt.profile is not None:
-        _profile(step, cuda, opt.profile, f"{name} batch {pairs}+{boxes} {opt.precision} compile={opt.compile}")
+        _profile(step, cuda, opt.profile,
+                 f"{name} batch {pairs}+{boxes} {opt.precision} compile={opt.compile} texts={opt.texts} pack={opt.pack}")
     params = sum(model.parameter_counts().values())
     row: dict[str, float | str | bool] = {
         "config": name, "params_M": params / 1e6, "image_pairs": pairs, "box_pairs": data.n_box,
@@ -255,7 +256,7 @@ def main() -> None:
                              "caption and box-phrase lengths drawn from a COCO/VG-like histogram")
     parser.add_argument("--pack", nargs="+", choices=["cpu", "always", "never"], default=[None],
                         help="run with text and fusion token packing + cross-attention grouping set so (default: "
-                             "the configs', 'cpu': on CPU tensors only; 'always' also on a GPU, a host read per call)")
+                             "the configs', 'cpu': on CPU tensors only; 'always' also on a GPU, at host reads to plan each call)")
     parser.add_argument("--profile", action="store_true", help="write the top kernels of one step")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()

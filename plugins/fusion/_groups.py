@@ -5,8 +5,8 @@ those keys/values per pair ([P, 1+N, D], and their gradients in the backward) co
 as much as the cross-attention itself. Here the query tokens of every pair that reads image i are stacked into groups of G rows
 (an image with more tokens gets several groups), and each group attends to its image's keys once:
 [K segment [CLS] slots; N patches], each token allowed only its own segment's slot and patches. Exact: the
-same softmax over the same allowed keys. Planning reads token counts on the host (a device sync), so it is
-done once per fusion call and, like packing, by default for CPU tensors only.
+same softmax over the same allowed keys. Planning reads token counts on the host (three device syncs), so it
+is done once per fusion call (twice with read positions) and, like packing, by default for CPU tensors only.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class CrossGroups:
         mask = allowed.new_zeros(total * size, allowed.shape[1]).index_copy_(0, slot, allowed)
         mask = mask | ~mask.any(-1, keepdim=True)  # padding rows attend everywhere: finite, never read
         return CrossGroups(
-            slot=slot, group_image=torch.repeat_interleave(torch.arange(rows, device=image.device), groups),
+            slot=slot, group_image=torch.repeat_interleave(torch.arange(rows, device=image.device), groups, output_size=total),
             size=size, mask=mask.view(total, 1, size, -1), cls_slot=memory.image * slots + segment_rank, slots=slots,
             one_per_image=all(0 < c <= size for c in per_row),
         )

@@ -9,6 +9,7 @@ import torch
 
 from plugins.text.bert import BertText, BertTextConfig
 from plugins.text.xlmr import XlmrText, XlmrTextConfig
+from x2vlm_core.model.packing import TokenPacking
 
 TINY = {"layers": 2, "width": 32, "heads": 4, "intermediate": 64, "max_positions": 40, "dropout": 0.0}
 TEXTS = ["a red circle on the left of two small blue stars", "two green triangles", "a star", "一个红色的圆"]
@@ -58,3 +59,12 @@ def test_packing_applies_to_cpu_tensors_by_default_and_never_to_causal_masks(
     assert calls == [1]
     encoder(batch.ids, batch.mask, causal=True)
     assert calls == [1]
+
+
+def test_cpu_mode_never_plans_on_another_device() -> None:
+    """'cpu' packs CPU tensors only: planning reads the mask on the host, a device sync anywhere else."""
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert TokenPacking.plan(mask, "cpu") is not None
+    assert TokenPacking.plan(mask.to("meta"), "cpu") is None
+    assert not TokenPacking.allowed("cpu", mask.to("meta")) and TokenPacking.allowed("always", mask.to("meta"))
+    assert TokenPacking.plan(mask, "never") is None and TokenPacking.plan(torch.ones(2, 3, dtype=torch.bool), "always") is None
