@@ -97,7 +97,13 @@ from x2vlm_core.generation import (
     sequence_log_prob,
     target_queries,
 )
-from x2vlm_core.generation.attention import attend_cached, attend_grouped, decode_bert_layers, split_heads
+from x2vlm_core.generation.attention import (
+    attend_cached,
+    attend_grouped,
+    attendable,
+    decode_bert_layers,
+    split_heads,
+)
 from x2vlm_core.generation.rewards import cider_d
 from x2vlm_core.model.boxes import box_iou_aligned, cxcywh_to_xyxy, generalized_box_iou_aligned
 from x2vlm_core.model.gather import gather_rows, shared_denominator
@@ -171,6 +177,7 @@ __all__ = [
     "answer_accuracy",
     "attend_cached",
     "attend_grouped",
+    "attendable",
     "attribute_scores",
     "box_iou_aligned",
     "caption_scores",

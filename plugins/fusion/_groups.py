@@ -2,10 +2,10 @@
 
 A fusion pair attends to one segment s of the visual memory: keys cat(cls[s], patches[image[s]]). Copying
 those keys/values per pair ([P, 1+N, D], and their gradients in the backward) cost the demo's CPU step about
-as much as the cross-attention itself. Here the query tokens of every pair that reads image i are stacked into groups of G rows
-(an image with more tokens gets several groups), and each group attends to its image's keys once:
-[K segment [CLS] slots; N patches], each token allowed only its own segment's slot and patches. Exact: the
-same softmax over the same allowed keys. Planning reads token counts on the host (three device syncs), so it
+as much as the cross-attention itself. Here the query tokens of every pair that reads image i are stacked
+into groups of G rows (an image with more tokens gets several groups), and each group attends to its image's
+keys once: [K segment [CLS] slots; N patches], each token allowed only its own segment's slot and patches.
+Exact: the same softmax over the same allowed keys. Planning reads token counts on the host (three device syncs), so it
 is done once per fusion call (twice with read positions) and, like packing, by default for CPU tensors only.
 """
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from x2vlm_core.plugin_api import VisualMemory, split_heads
+from x2vlm_core.plugin_api import VisualMemory, attendable, split_heads
 
 __all__ = ["CrossGroups"]
 
@@ -61,8 +61,7 @@ class CrossGroups:
     @staticmethod
     def plan(memory: VisualMemory, token_segment: Tensor) -> CrossGroups | None:
         """The groups of query tokens reading segments token_segment [T]; None when there is no token."""
-        tokens = int(token_segment.shape[0])
-        if tokens == 0:
+        if token_segment.numel() == 0:
             return None
         rows = int(memory.patches.shape[0])
         segment_rank, per_image = _rank_within(memory.image, rows)
@@ -78,12 +77,13 @@ class CrossGroups:
         own = segment_rank.index_select(0, token_segment)
         allowed = torch.cat((torch.arange(slots, device=own.device)[None] == own[:, None],
                              memory.mask.index_select(0, token_segment)), dim=1)  # [T, K+N]
-        mask = allowed.new_zeros(total * size, allowed.shape[1]).index_copy_(0, slot, allowed)
-        mask = mask | ~mask.any(-1, keepdim=True)  # padding rows attend everywhere: finite, never read
+        # group rows that no token fills allow no key; attendable() opens them: finite outputs, never read
+        mask = attendable(allowed.new_zeros(total * size, allowed.shape[1]).index_copy_(0, slot, allowed))
         return CrossGroups(
-            slot=slot, group_image=torch.repeat_interleave(torch.arange(rows, device=image.device), groups, output_size=total),
-            size=size, mask=mask.view(total, 1, size, -1), cls_slot=memory.image * slots + segment_rank, slots=slots,
-            one_per_image=all(0 < c <= size for c in per_row),
+            slot=slot,
+            group_image=torch.repeat_interleave(torch.arange(rows, device=image.device), groups, output_size=total),
+            size=size, mask=mask.view(total, 1, size, -1), cls_slot=memory.image * slots + segment_rank,
+            slots=slots, one_per_image=all(0 < c <= size for c in per_row),
         )
 
     def keys(self, linear: nn.Linear, memory: VisualMemory) -> Tensor:

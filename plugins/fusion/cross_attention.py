@@ -40,6 +40,7 @@ from x2vlm_core.plugin_api import (
     VisualMemory,
     attend_cached,
     attend_grouped,
+    attendable,
     hookimpl,
 )
 
@@ -217,11 +218,6 @@ def _same(x: Tensor) -> Tensor:
     return x
 
 
-def _attendable(mask: Tensor) -> Tensor:
-    """Let query rows with no allowed key (fully padded samples) attend to every key: finite, ignored outputs."""
-    return mask | ~mask.any(dim=-1, keepdim=True)
-
-
 # Sub-modules of a fusion layer copied from a BERT-style text layer (cross-attention is not among them).
 _COPIED = ("attention.", "intermediate.", "output.")
 
@@ -335,10 +331,10 @@ class CrossAttentionFusion(FusionEncoder):
         if causal:
             lower = torch.ones(length, length, dtype=torch.bool, device=text.device).tril()
             self_mask = self_mask & lower  # [P, L, L]
-        self_mask = _attendable(self_mask)
+        self_mask = attendable(self_mask)
         image = memory.image.index_select(0, segment)  # [P]: the bank row each pair reads
         segment_mask = memory.mask.index_select(0, segment)
-        cross_mask = _attendable(torch.cat((segment_mask.new_ones(segment.shape[0], 1), segment_mask), 1)[:, None, :])
+        cross_mask = attendable(torch.cat((segment_mask.new_ones(segment.shape[0], 1), segment_mask), 1)[:, None, :])
         packing = TokenPacking.plan(text_mask, self.pack)
         x = text if packing is None else packing.pack(text)
         groups = read_groups = None

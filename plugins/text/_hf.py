@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -23,11 +22,11 @@ from x2vlm_core.plugin_api import (
     Tokenizer,
     TokenPacking,
     WeightsError,
+    attend_cached,
     decode_bert_layers,
     load_state_file,
     load_state_strict,
     load_tokenizer,
-    split_heads,
 )
 
 __all__ = [
@@ -229,12 +228,13 @@ class HFTextEncoder(TextEncoder):
         self.pretrained_keys = frozenset(f"model.{k}" for k in pretrained_keys)
 
     def forward(self, ids: Tensor, mask: Tensor, causal: bool = False) -> TextOutput:
-        packing = None if causal else TokenPacking.plan(mask.bool(), self.pack)
+        real = mask.bool()
+        packing = None if causal else TokenPacking.plan(real, self.pack)
         if packing is not None:
-            return TextOutput(tokens=self._packed(ids, mask.bool(), packing))
+            return TextOutput(tokens=self._packed(ids, real, packing))
         # A ready 4-D boolean mask ([B, 1, 1, L], or [B, 1, L, L] causal): transformers uses it as-is, where a
         # 2-D one would first be inspected on the host (a device sync per call) to decide whether to drop it.
-        attend = mask.bool()[:, None, None, :]
+        attend = real[:, None, None, :]
         if causal:
             length = ids.shape[1]
             attend = attend & torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
@@ -245,15 +245,13 @@ class HFTextEncoder(TextEncoder):
         """The model's own embeddings and layers with every linear, norm and FFN on the real tokens only
         (their padded positions come back zero): the numbers of the padded forward at every real position."""
         hidden = packing.pack(self.model.embeddings(input_ids=ids))
-        attend = mask[:, None, None, :]
+        allowed = mask[:, None, :]  # [B, 1, L]: key padding, broadcast over queries
         dropout = float(self.model.config.attention_probs_dropout_prob) if self.training else 0.0
-        heads = self.num_heads
         for layer in self.transformer_layers():
             attention = layer.attention
             proj = attention.self
-            q, k, v = (split_heads(packing.unpack(linear(hidden)), heads) for linear in (proj.query, proj.key, proj.value))
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=dropout)
-            context = context.transpose(1, 2).reshape(packing.rows, packing.length, self.width)
+            q, k, v = (packing.unpack(linear(hidden)) for linear in (proj.query, proj.key, proj.value))
+            context, _, _ = attend_cached(q, k, v, self.num_heads, allowed, None, None, dropout)
             attended = attention.output(packing.pack(context), hidden)  # dense → dropout → LayerNorm(+ residual)
             hidden = layer.output(layer.intermediate(attended), attended)
         return packing.unpack(hidden)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from x2vlm_core.contracts.encoders import KVCache
 
-__all__ = ["attend_cached", "attend_grouped", "causal_allowed", "decode_bert_layers", "split_heads"]
+__all__ = ["attend_cached", "attend_grouped", "attendable", "causal_allowed", "decode_bert_layers", "split_heads"]
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -29,8 +29,9 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(r, t, h * dh)
 
 
-def _attendable(mask: Tensor) -> Tensor:
-    # A query with no allowed key (a padding slot) attends everywhere: finite output, ignored by callers.
+def attendable(mask: Tensor) -> Tensor:
+    """Allowed-key mask [..., keys] bool where a query with no allowed key (a padding slot) attends everywhere:
+    a finite output, which callers never read."""
     return mask | ~mask.any(dim=-1, keepdim=True)
 
 
@@ -54,7 +55,7 @@ def attend_cached(
     if allowed.shape[-1] != keys.shape[2]:
         raise ValueError(f"attend_cached: allowed covers {allowed.shape[-1]} key slots, the cache and new tokens "
                          f"hold {keys.shape[2]}")
-    context = F.scaled_dot_product_attention(q, keys, values, attn_mask=_attendable(allowed)[:, None],
+    context = F.scaled_dot_product_attention(q, keys, values, attn_mask=attendable(allowed)[:, None],
                                              dropout_p=dropout)
     return _merge_heads(context), k, v
 
@@ -70,7 +71,7 @@ def attend_grouped(query: Tensor, keys: Tensor, values: Tensor, mask: Tensor, he
     g = r // s
     q = split_heads(query, heads)  # [R, H, T, Dh]
     q = q.view(s, g, heads, t, -1).transpose(1, 2).reshape(s, heads, g * t, -1)
-    context = F.scaled_dot_product_attention(q, keys, values, attn_mask=_attendable(mask)[:, None, None, :],
+    context = F.scaled_dot_product_attention(q, keys, values, attn_mask=attendable(mask)[:, None, None, :],
                                              dropout_p=dropout)
     context = context.view(s, heads, g, t, -1).transpose(1, 2).reshape(r, heads, t, -1)
     return _merge_heads(context)

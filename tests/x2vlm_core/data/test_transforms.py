@@ -45,7 +45,6 @@ def test_resize_keeps_normalised_box() -> None:
     assert resize(out, 32) is out  # already the right size: no work
 
 
-
 def test_resize_is_antialiased_bilinear_within_one_level() -> None:
     """The CPU's uint8 kernel against antialiased bilinear in float (the other devices' path), on noise
     (where skipping the antialias or another filter is far off), for an image and a video's frames."""
@@ -57,6 +56,7 @@ def test_resize_is_antialiased_bilinear_within_one_level() -> None:
         got = resize(image, 24)
         assert got.shape == (*shape[:-2], 24, 24) and got.dtype == torch.uint8
         assert (got.reshape(want.shape).float() - want).abs().max() <= 1.0
+
 
 def test_crop_boxes_match_pixels_for_many_windows() -> None:
     gen = torch.Generator().manual_seed(0)
