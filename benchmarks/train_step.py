@@ -148,12 +148,13 @@ class Options:
     texts: str
     profile: Path | None
     pack: str | None = None
+    sets: tuple[str, ...] = ()
 
 
 def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, float | str | bool]:
     device = opt.device
     packing = [] if opt.pack is None else [f"model.text.pack={opt.pack}", f"model.fusion.pack={opt.pack}"]
-    cfg = load_config(ROOT / "configs" / CONFIGS[name], _overrides(name, tmp) + packing)
+    cfg = load_config(ROOT / "configs" / CONFIGS[name], _overrides(name, tmp) + packing + list(opt.sets))
     model = build_model(cfg.model).to(device)
     train_step = build_step(model, build_losses(cfg.losses))
     pairs = batch if batch is not None else cfg.data.image_pairs
@@ -204,6 +205,7 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
         "model_TFLOP_per_step": flops / 1e12, "TFLOP_per_s": flops / dt / 1e12,
         "texts": opt.texts, "real_tokens": int(data.text.mask.sum()), "pack": opt.pack or "cpu",
         "peak_mem_GiB": peak, "precision": opt.precision, "compile": opt.compile, "warmup_s": t_warm,
+        "set": " ".join(opt.sets),
     }
     del model, train_step, optimizer, data
     if cuda:
@@ -257,6 +259,9 @@ def main() -> None:
     parser.add_argument("--pack", nargs="+", choices=["cpu", "always", "never"], default=[None],
                         help="run with text and fusion token packing + cross-attention grouping set so (default: "
                              "the configs', 'cpu': on CPU tensors only; 'always' also on a GPU, at host reads to plan each call)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run, as `x2vlm pretrain --set` takes it "
+                             "(e.g. model.vision.attention=flex); repeatable")
     parser.add_argument("--profile", action="store_true", help="write the top kernels of one step")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -281,7 +286,7 @@ def main() -> None:
             for mode, texts, pack in itertools.product(args.compile, args.texts, args.pack):
                 batch = None if name == "demo" else (args.batch or (2 if args.device == "cpu" else None))
                 opt = Options(args.device, args.precision, args.steps, mode == "on", args.box_images, texts,
-                              profile, pack)
+                              profile, pack, tuple(args.sets))
                 r = run(name, batch, opt, Path(tmp))
                 rows.append(r)
                 print(f"{r['config']:>6} {r['params_M']:7.1f}M {mode:>7} {texts:>9} {r['pack']:>6} {r['pairs_per_step']:5} "

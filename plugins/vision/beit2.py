@@ -7,11 +7,12 @@ Pretrained files: timm-format or original unilm BEiT-2 checkpoints (see `beit2_s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from torch import Tensor, nn
 
+from plugins.vision._flex_bias import use_flex_attention
 from plugins.vision._timm_trunk import TimmTrunkVision, TimmVisionConfig
 from x2vlm_core.plugin_api import PluginSpec, hookimpl, load_state_file, load_state_strict
 
@@ -41,6 +42,12 @@ class Beit2VisionConfig(TimmVisionConfig):
     )
     pretrained: str | None = Field(
         None, description="local timm or unilm BEiT-2 checkpoint (.pth/.bin/.safetensors); None = random init"
+    )
+    attention: Literal["sdpa", "flex"] = Field(
+        "sdpa",
+        description="attention kernel on a GPU: sdpa (timm's; the learnable relative-position bias is a float "
+        "mask, so no flash kernel) or flex (the bias inside torch's compiled flex attention, same math; CPU "
+        "tensors keep sdpa, flex has no CPU backward)",
     )
 
 
@@ -93,6 +100,8 @@ class Beit2Vision(TimmTrunkVision):
             )
         super().__init__(config, plugin="beit2")
         self.config = config
+        if config.attention == "flex":
+            use_flex_attention(self.trunk)
         if config.pretrained is not None:
             self.load_pretrained(config.pretrained)
 
