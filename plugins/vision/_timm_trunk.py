@@ -6,14 +6,18 @@ timm: https://github.com/huggingface/pytorch-image-models
 from __future__ import annotations
 
 import difflib
+import functools
+import types
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from x2vlm_core.plugin_api import VisionEncoder, VisionOutput
 
-__all__ = ["TimmTrunkVision", "TimmVisionConfig", "create_timm_trunk", "mean_token_output", "timm_patch_tokens"]
+__all__ = ["TimmTrunkVision", "TimmVisionConfig", "create_timm_trunk", "mean_token_output", "recompute_blocks",
+           "timm_patch_tokens"]
 
 
 class TimmVisionConfig(BaseModel):
@@ -29,6 +33,10 @@ class TimmVisionConfig(BaseModel):
     heads: int | None = Field(None, gt=0, description="override attention heads (None = the variant's)")
     patch_size: int | None = Field(None, gt=0, description="override patch side (None = the variant's)")
     pretrained: str | None = Field(None, description="local checkpoint (.pth/.bin/.safetensors); None = random init")
+    recompute: int = Field(
+        0, ge=0, description="blocks, from the first, whose activations are recomputed in the backward instead of "
+        "kept (activation checkpointing: their memory for one more forward of them); 0 = none"
+    )
 
 
 def create_timm_trunk(arch: TimmVisionConfig, plugin: str, **kwargs: object) -> nn.Module:
@@ -75,6 +83,17 @@ def create_timm_trunk(arch: TimmVisionConfig, plugin: str, **kwargs: object) -> 
     return trunk
 
 
+def recompute_blocks(trunk: nn.Module, count: int, plugin: str) -> None:
+    """Make the first `count` blocks of `trunk` recompute their activations in the backward. Each block's own
+    forward is wrapped in place, so its parameters, checkpoint keys and numbers stay exactly as timm made them."""
+    blocks = list(getattr(trunk, "blocks", ()))
+    if count > len(blocks):
+        raise ValueError(f"vision plugin {plugin!r}: recompute {count} is more than the ViT's {len(blocks)} blocks")
+    for block in blocks[:count]:
+        own = types.MethodType(type(block).forward, block)
+        block.forward = functools.partial(checkpoint, own, use_reentrant=False)
+
+
 def timm_patch_tokens(trunk: nn.Module, pixels: Tensor) -> Tensor:
     """pixels [B, 3, H, W] -> normalised patch tokens [B, N, D] (prefix tokens dropped)."""
     tokens = trunk.forward_features(pixels)  # [B, P+N, D]
@@ -102,6 +121,7 @@ class TimmTrunkVision(VisionEncoder):
         super().__init__()
         self.plugin = plugin
         self.trunk = create_timm_trunk(arch, plugin, **kwargs)
+        recompute_blocks(self.trunk, arch.recompute, plugin)
         patch = tuple(int(p) for p in self.trunk.patch_embed.patch_size)
         grid = tuple(int(g) for g in self.trunk.patch_embed.grid_size)
         if arch.image_size % patch[0] or arch.image_size % patch[1]:
