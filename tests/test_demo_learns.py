@@ -1,6 +1,6 @@
 """The README's main job, shortened: configs/demo.yaml trains for real and measurably learns.
 
-The full demo (600 steps) is what the README reports; here a few hundred steps on 2 CPU cores must already
+The full demo (1,000 steps) is what the README reports; here a few hundred steps on 2 CPU cores must already
 put retrieval, grounding and video retrieval far above chance on held-out scenes.
 """
 
