@@ -19,7 +19,9 @@ import itertools
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -34,6 +36,9 @@ import train_step
 from tests.x2vlm_core.reference_step import reference_losses
 from x2vlm_core.config import load_config
 from x2vlm_core.model.factory import build_losses, build_model, build_step
+
+
+T = TypeVar("T")
 
 
 def _meta(value: object) -> object:
@@ -60,8 +65,8 @@ def _prepare(name: str, batch: int, texts: str, tmp: Path, overrides: list[str])
     return cfg, model, data.to("meta"), neg, masked, real_tokens
 
 
-def _kept_gib(loss) -> float:  # type: ignore[no-untyped-def]
-    """GiB that autograd keeps for the backward while `loss()` runs forward (activation memory)."""
+def kept_bytes(forward: Callable[[], T]) -> tuple[T, int]:
+    """What `forward()` returns, and the bytes autograd keeps for the backward meanwhile (activation memory)."""
     kept = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -70,8 +75,8 @@ def _kept_gib(loss) -> float:  # type: ignore[no-untyped-def]
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss()
-    return kept / 2**30
+        out = forward()
+    return out, kept
 
 
 def count(name: str, batch: int, texts: str, tmp: Path, recompute: list[int]) -> dict[str, float | str | int]:
@@ -92,8 +97,10 @@ def count(name: str, batch: int, texts: str, tmp: Path, recompute: list[int]) ->
     row["saved_pct"] = 100 * (1 - float(row["TFLOP_today"]) / float(row["TFLOP_0.1"]))
     # Activations today's step keeps, fp32, with the first N ViT blocks recomputed (model.vision.recompute)
     for n in recompute:
-        cfg, model, data, neg, masked, _ = _prepare(name, batch, texts, tmp, [f"model.vision.recompute={n}"])
-        row[f"kept_GiB_recompute_{n}"] = _kept_gib(lambda: build_step(model, build_losses(cfg.losses))(data).loss)
+        if n:  # recompute 0 is the model counted above
+            cfg, model, data, neg, masked, _ = _prepare(name, batch, texts, tmp, [f"model.vision.recompute={n}"])
+        _, kept = kept_bytes(lambda: build_step(model, build_losses(cfg.losses))(data).loss)
+        row[f"kept_GiB_recompute_{n}"] = kept / 2**30
     matching.sample_hard_negatives, mlm.mask_tokens = originals
     return row
 

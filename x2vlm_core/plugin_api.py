@@ -108,6 +108,7 @@ from x2vlm_core.generation.rewards import cider_d
 from x2vlm_core.model.boxes import box_iou_aligned, cxcywh_to_xyxy, generalized_box_iou_aligned
 from x2vlm_core.model.gather import gather_rows, shared_denominator
 from x2vlm_core.model.packing import PACK_HELP, PackMode, TokenPacking
+from x2vlm_core.model.precision import retype_modules
 from x2vlm_core.model.step import run_losses
 
 __all__ = [
@@ -222,6 +223,7 @@ __all__ = [
     "record_shard",
     "resize",
     "retrieval_recall",
+    "retype_modules",
     "run_losses",
     "sample",
     "seq2seq_loss",

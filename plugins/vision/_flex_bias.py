@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from torch.nn.attention.flex_attention import flex_attention
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from x2vlm_core.plugin_api import retype_modules
+
 __all__ = ["FlexBiasAttention", "bias_attention", "use_flex_attention"]
 
 
@@ -68,11 +70,6 @@ class FlexBiasAttention(Attention):
 
 
 def use_flex_attention(trunk: nn.Module) -> int:
-    """Switch every BEiT attention of `trunk` to FlexBiasAttention in place; returns how many it switched.
-    A class swap, not new modules: parameters, buffers and checkpoint keys stay exactly as timm made them."""
-    count = 0
-    for module in trunk.modules():
-        if type(module) is Attention:
-            module.__class__ = FlexBiasAttention
-            count += 1
-    return count
+    """Switch every BEiT attention of `trunk` to FlexBiasAttention in place (parameters, buffers and checkpoint
+    keys stay exactly as timm made them); returns how many it switched."""
+    return retype_modules(trunk, (Attention,), FlexBiasAttention)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AutocastLayerNorm", "autocast_layer_norms"]
+__all__ = ["AutocastLayerNorm", "autocast_layer_norms", "retype_modules"]
 
 # LayerNorm classes whose forward is the plain F.layer_norm (timm's differs only in an optional fast path).
 _PLAIN = (nn.LayerNorm, timm.layers.LayerNorm)
@@ -36,9 +36,15 @@ class AutocastLayerNorm(nn.LayerNorm):
 def autocast_layer_norms(module: nn.Module) -> int:
     """Turn every plain LayerNorm inside `module` into an AutocastLayerNorm in place (same parameters and
     state-dict keys); returns how many. Subclasses with their own behaviour are left alone."""
+    return retype_modules(module, _PLAIN, AutocastLayerNorm)
+
+
+def retype_modules(root: nn.Module, kinds: tuple[type[nn.Module], ...], new: type[nn.Module]) -> int:
+    """Give every module inside `root` whose exact type is one of `kinds` the subclass `new`, in place; returns
+    how many. A class swap, not new modules: parameters, buffers and state-dict keys stay as they were."""
     count = 0
-    for child in module.modules():
-        if type(child) in _PLAIN:
-            child.__class__ = AutocastLayerNorm
+    for child in root.modules():
+        if type(child) in kinds:
+            child.__class__ = new
             count += 1
     return count

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from plugins.vision.beit2 import Beit2Vision, Beit2VisionConfig
 from plugins.vision.timm_vit import TimmVitVision, TimmVitVisionConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from step_flops import kept_bytes  # noqa: E402  (bytes autograd keeps for the backward)
 
 TINY = {"width": 32, "depth": 3, "heads": 2, "patch_size": 8, "image_size": 32}
 PLUGINS = {"beit2": (Beit2Vision, Beit2VisionConfig), "timm_vit": (TimmVitVision, TimmVitVisionConfig)}
@@ -20,19 +25,6 @@ def build(plugin: str, **changes: object) -> torch.nn.Module:
     return cls(config(**TINY, **changes))
 
 
-def forward_saving(model: torch.nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """tokens, and the bytes autograd keeps for the backward (what activation memory is)."""
-    kept = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal kept
-        kept += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        return model(pixels).tokens, kept
-
-
 @pytest.mark.parametrize("plugin", list(PLUGINS))
 def test_recomputed_blocks_keep_less_and_give_the_same_gradients(plugin: str) -> None:
     plain, lean = build(plugin), build(plugin, recompute=2)
@@ -40,7 +32,7 @@ def test_recomputed_blocks_keep_less_and_give_the_same_gradients(plugin: str) ->
     lean.load_state_dict(plain.state_dict())
     pixels = torch.randn(2, 3, 32, 32)
     weight = torch.randn(2, 17, 32)
-    (a, kept_plain), (b, kept_lean) = forward_saving(plain, pixels), forward_saving(lean, pixels)
+    (a, kept_plain), (b, kept_lean) = (kept_bytes(lambda m=m: m(pixels).tokens) for m in (plain, lean))
     torch.testing.assert_close(b, a)
     # two of three blocks keep only their input: well under half of what the plain ViT keeps
     assert kept_lean < 0.6 * kept_plain
