@@ -39,6 +39,7 @@ class RetrievalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     rerank_k: int = Field(16, ge=0, description="the matching head re-ranks each query's contrastive top-k (0 = off)")
+    match_weight: float = Field(1.0, gt=0, description="re-ranking score: sim / τ + match_weight · log p(match)")
     all_captions: bool = Field(False, description="evaluate every caption of a visual (COCO has 5), not the first")
 
 
@@ -87,7 +88,7 @@ class RetrievalTask(TaskModule):
                              f"{'clips' if self.video else 'images'} (use {'video_retrieval' if data.video else 'retrieval'})")
         tokens = encode_visuals(model, data.visuals, data.video, batch_size)
         metrics = evaluate_retrieval(model, tokens, data.captions, data.text_to_visual, self.config.rerank_k,
-                                     batch_size)
+                                     batch_size, self.config.match_weight)
         return {**metrics.as_dict(), "n": float(tokens.shape[0]), "chance_r1": 1.0 / tokens.shape[0]}
 
 

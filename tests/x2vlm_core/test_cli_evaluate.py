@@ -55,13 +55,14 @@ def test_retrieval_defaults_to_the_run_configs_image_sources(
 ) -> None:
     out = tmp_path / "retrieval.json"
     code = main(["evaluate", "--checkpoint", str(run_dir), "--task", "retrieval", "--samples", "8",
-                 "--set", "task.rerank_k=3", "--batch-size", "4", "--out", str(out)])
+                 "--set", "task.rerank_k=3", "--set", "task.match_weight=3", "--batch-size", "4", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "retrieval/i2t_r1" in printed and "retrieval/mean_recall" in printed and f"wrote {out}" in printed
     assert "evaluating " + str(run_dir / "checkpoints" / "step-00000001") + " (step 1)" in printed  # which one
     report = json.loads(out.read_text())
     assert report["task"]["plugin"] == "retrieval" and report["step"] == 1 and report["task"]["rerank_k"] == 3
+    assert report["task"]["match_weight"] == 3
     assert report["checkpoint"] == str(run_dir / "checkpoints" / "step-00000001")
     [source] = report["sources"]  # the run config's video source is not for this task
     assert source["kind"] == "image"
@@ -77,7 +78,8 @@ def test_retrieval_defaults_to_the_run_configs_image_sources(
     loaded = load_model(run_dir)
     e = loaded.manifest.config["eval"]
     images = [s for s in e["data"] if s["kind"] == "image"]
-    data = loaded.manifest.config | {"eval": e | {"data": images, "samples": 8, "rerank_k": 3, "batch_size": 4}}
+    data = loaded.manifest.config | {"eval": e | {"data": images, "samples": 8, "rerank_k": 3, "match_weight": 3,
+                                                             "batch_size": 4}}
     reference = evaluate_run(loaded.model, RunConfig.model_validate(data), default_registry(), None, False)
     assert _recalls(reference, "retrieval/") == recalls
 

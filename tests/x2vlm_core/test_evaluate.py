@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from x2vlm_core.config import EvalConfig
 from x2vlm_core.evaluation.retrieval import _rerank
 from x2vlm_core.evaluation.scores import recall_at
 
@@ -32,6 +34,40 @@ def test_rerank_combines_contrastive_and_matching_evidence_inside_the_top_k() ->
     sim = torch.tensor([[0.3, 0.2, 0.1]])
     final = _rerank(sim, sim.topk(1).indices, torch.tensor([-1e9]), 0.01)
     assert final[0, 0] > final[0, 1] > final[0, 2]
+
+
+def test_match_weight_scales_only_the_matching_evidence() -> None:
+    """sim / τ + w · log p(match): a 0.2-nat similarity lead holds at w = 1 against a 0.095-nat match
+    lead (log 0.55 - log 0.5) and falls at w = 3 (0.286)."""
+    sim = torch.tensor([[0.50, 0.48, 0.0]])
+    cols, log_match = sim.topk(2).indices, torch.tensor([math.log(0.5), math.log(0.55)])
+    assert _rerank(sim, cols, log_match, 0.1).argsort(descending=True).tolist() == [[0, 1, 2]]
+    final = _rerank(sim, cols, log_match, 0.1, match_weight=3.0)
+    assert final.argsort(descending=True).tolist() == [[1, 0, 2]]
+    gap = (0.48 / 0.1 + 3.0 * math.log(0.55)) - (0.50 / 0.1 + 3.0 * math.log(0.5))
+    assert abs((final[0, 1] - final[0, 0]).item() - gap) < 1e-5
+
+
+def test_pretraining_evaluation_passes_its_match_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The eval section's match_weight reaches the re-ranking (and rerank_k / batch_size with it)."""
+    from x2vlm_core.evaluation import runner
+
+    seen: list[tuple[int, int, float]] = []
+
+    def spy(model: object, tokens: object, captions: object, owners: object, k: int, batch_size: int,
+            match_weight: float = 1.0) -> object:
+        seen.append((k, batch_size, match_weight))
+        raise StopIteration  # enough: the arguments are what this test reads
+
+    monkeypatch.setattr(runner, "evaluate_retrieval", spy)
+    monkeypatch.setattr(runner, "encode_visuals", lambda *a: torch.zeros(3, 2, 4))
+    data = type("Data", (), {"visuals": None, "video": False, "captions": ["a"], "text_to_visual": None})()
+    with pytest.raises(StopIteration):
+        runner.retrieval_metrics(None, data, EvalConfig(rerank_k=7, batch_size=5, match_weight=2.5), "retrieval/")  # type: ignore[arg-type]
+    assert seen == [(7, 5, 2.5)]
+    assert EvalConfig().match_weight == 1.0 and EvalConfig(match_weight=4).match_weight == 4.0
+    with pytest.raises(ValueError, match="match_weight"):
+        EvalConfig(match_weight=0)
 
 
 
@@ -63,15 +99,15 @@ def test_rerank_scores_each_pair_once_and_equals_ranking_each_direction_on_its_o
     fused: list[int] = []
     fuse = model.fuse
     model.fuse = lambda *a, **kw: (fused.append(int(a[3].shape[0])), fuse(*a, **kw))[1]  # type: ignore[method-assign]
-    t2i, i2t = rerank_both(model, text, mask, visual, sim, k, batch_size=7)  # type: ignore[arg-type]
+    t2i, i2t = rerank_both(model, text, mask, visual, sim, k, batch_size=7, match_weight=2.5)  # type: ignore[arg-type]
     assert sum(fused) < texts * k + visuals * k  # pairs in both top-k lists were fused once
 
     tau = float(model.heads.temperature)
     cand = sim.topk(k, dim=1).indices
     pairs = torch.stack([torch.arange(texts)[:, None].expand(-1, k), cand], -1).view(-1, 2)
-    want_t2i = _rerank(sim, cand, match_log_probs(model, text, mask, VisualMemory.whole(visual), pairs, 7), tau)  # type: ignore[arg-type]
+    want_t2i = _rerank(sim, cand, match_log_probs(model, text, mask, VisualMemory.whole(visual), pairs, 7), tau, 2.5)  # type: ignore[arg-type]
     cand = sim.T.topk(k, dim=1).indices
     pairs = torch.stack([cand, torch.arange(visuals)[:, None].expand(-1, k)], -1).view(-1, 2)
-    want_i2t = _rerank(sim.T, cand, match_log_probs(model, text, mask, VisualMemory.whole(visual), pairs, 7), tau)  # type: ignore[arg-type]
+    want_i2t = _rerank(sim.T, cand, match_log_probs(model, text, mask, VisualMemory.whole(visual), pairs, 7), tau, 2.5)  # type: ignore[arg-type]
     torch.testing.assert_close(t2i, want_t2i, rtol=1e-8, atol=1e-6)
     torch.testing.assert_close(i2t, want_i2t, rtol=1e-8, atol=1e-6)

@@ -171,6 +171,7 @@ class EvalConfig(_Strict):
     )
     samples: int = Field(1000, gt=0, description="records read from each eval source")
     rerank_k: int = Field(16, ge=0, description="ITM re-ranks the top-k of the contrastive ranking (0 = off)")
+    match_weight: float = Field(1.0, gt=0, description="re-ranking score: sim / τ + match_weight · log p(match)")
     batch_size: int = Field(64, gt=0)
 
 

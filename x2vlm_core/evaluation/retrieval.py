@@ -45,13 +45,13 @@ def match_log_probs(
     return torch.empty_like(scores).index_copy_(0, order, scores)
 
 
-def _rerank(sim: Tensor, cols: Tensor, log_match: Tensor, temperature: float) -> Tensor:
-    """Each row's candidates cols [Q, k] (its contrastive top-k) re-scored by sim / τ + log p(match)
+def _rerank(sim: Tensor, cols: Tensor, log_match: Tensor, temperature: float, match_weight: float = 1.0) -> Tensor:
+    """Each row's candidates cols [Q, k] (its contrastive top-k) re-scored by sim / τ + w · log p(match)
     (contrastive and matching evidence together, as log-probabilities up to a per-query constant), placed
     above every other entry; the rest keep sim / τ."""
     final = sim.double() / temperature
     rows = torch.arange(sim.shape[0], device=sim.device)[:, None].expand_as(cols)
-    combined = final[rows, cols] + log_match.view_as(cols).double().clamp_min(-100.0)
+    combined = final[rows, cols] + match_weight * log_match.view_as(cols).double().clamp_min(-100.0)
     # float64: the offset keeps the re-ranked block on top without losing the differences inside it
     final[rows, cols] = 4.0 * final.abs().max() + 100.0 + combined
     return final
@@ -59,9 +59,10 @@ def _rerank(sim: Tensor, cols: Tensor, log_match: Tensor, temperature: float) ->
 
 @torch.no_grad()
 def rerank_both(
-    model: VLModel, text: Tensor, text_mask: Tensor, visual_tokens: Tensor, sim_t2i: Tensor, k: int, batch_size: int
+    model: VLModel, text: Tensor, text_mask: Tensor, visual_tokens: Tensor, sim_t2i: Tensor, k: int, batch_size: int,
+    match_weight: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
-    """Scores [T, V] and [V, T] with each query's contrastive top-k re-ranked by sim/τ + log p(match); a
+    """Scores [T, V] and [V, T] with each query's contrastive top-k re-ranked by sim/τ + w · log p(match); a
     pair in both directions' top-k (the right one, mostly) goes through fusion once."""
     texts, visuals = sim_t2i.shape
     k_t, k_i = min(k, visuals), min(k, texts)
@@ -77,17 +78,18 @@ def rerank_both(
     unique, inverse = keys.unique(return_inverse=True)
     pairs = torch.stack((unique // visuals, unique % visuals), -1)
     scores = match_log_probs(model, text, text_mask, VisualMemory.whole(visual_tokens), pairs, batch_size)[inverse]
-    return (_rerank(sim_t2i, cand_t2i, scores[: cand_t2i.numel()], tau),
-            _rerank(sim_t2i.T, cand_i2t, scores[cand_t2i.numel() :], tau))
+    return (_rerank(sim_t2i, cand_t2i, scores[: cand_t2i.numel()], tau, match_weight),
+            _rerank(sim_t2i.T, cand_i2t, scores[cand_t2i.numel() :], tau, match_weight))
 
 
 @torch.no_grad()
 def evaluate_retrieval(
-    model: VLModel, visual_tokens: Tensor, texts: Sequence[str], text_to_visual: Tensor, k: int, batch_size: int
+    model: VLModel, visual_tokens: Tensor, texts: Sequence[str], text_to_visual: Tensor, k: int, batch_size: int,
+    match_weight: float = 1.0,
 ) -> RetrievalMetrics:
     """Retrieval between visuals (tokens [V, 1+N, Dv]) and texts; `text_to_visual` [T] gives each text's
     visual row (several texts may share one). Contrastive similarity ranks all pairs; with k > 0, the
-    matching head re-ranks each query's top-k (sim/τ + log p(match))."""
+    matching head re-ranks each query's top-k (sim/τ + match_weight · log p(match))."""
     device = visual_tokens.device
     text, text_mask, text_feat = encode_texts(model, texts, batch_size)
     heads = model.heads
@@ -95,5 +97,6 @@ def evaluate_retrieval(
         [heads.image_features(visual_tokens[i : i + batch_size]) for i in range(0, visual_tokens.shape[0], batch_size)]
     )
     sim_t2i = text_feat @ image_feat.T  # [T, V]
-    final_t2i, final_i2t = rerank_both(model, text, text_mask, visual_tokens, sim_t2i, k, batch_size)
+    final_t2i, final_i2t = rerank_both(model, text, text_mask, visual_tokens, sim_t2i, k, batch_size,
+                                       match_weight)
     return retrieval_recall(final_t2i, text_to_visual.to(device), sim_i2t=final_i2t)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from registry import ConfigError, PluginRegistry
-from x2vlm_core.config import DataSourceSection, RunConfig, TaskEvalConfig
+from x2vlm_core.config import DataSourceSection, EvalConfig, RunConfig, TaskEvalConfig
 from x2vlm_core.contracts import Record, TaskModule, VLModel
 from x2vlm_core.evaluation.evalsets import EvalSet, encode_visuals, eval_set, read_records
 from x2vlm_core.evaluation.grounding import evaluate_grounding
@@ -22,10 +22,12 @@ from x2vlm_core.evaluation.retrieval import evaluate_retrieval
 __all__ = ["evaluate_run", "evaluate_task", "grounding_metrics", "language_sources", "retrieval_metrics"]
 
 
-def retrieval_metrics(model: VLModel, data: EvalSet, rerank_k: int, batch_size: int, prefix: str) -> dict[str, float]:
-    """Recall@1/5/10 both ways between a set's visuals and its captions, plus n and chance."""
-    tokens = encode_visuals(model, data.visuals, data.video, batch_size)
-    metrics = evaluate_retrieval(model, tokens, data.captions, data.text_to_visual, rerank_k, batch_size)
+def retrieval_metrics(model: VLModel, data: EvalSet, e: EvalConfig, prefix: str) -> dict[str, float]:
+    """Recall@1/5/10 both ways between a set's visuals and its captions (re-ranked as `e` says), plus n and
+    chance."""
+    tokens = encode_visuals(model, data.visuals, data.video, e.batch_size)
+    metrics = evaluate_retrieval(model, tokens, data.captions, data.text_to_visual, e.rerank_k, e.batch_size,
+                                 e.match_weight)
     n = tokens.shape[0]
     return {**metrics.as_dict(prefix), f"{prefix}n": float(n), f"{prefix}chance_r1": 1.0 / n}
 
@@ -49,7 +51,7 @@ def evaluate_run(model: VLModel, cfg: RunConfig, registry: PluginRegistry, run_d
         where = f"eval.data.{i}"
         data = eval_set(read_records(section, where, e.samples, registry), f"{section.plugin}:{where}", prep)
         prefix = "video_retrieval/" if data.video else "retrieval/"
-        results.update(retrieval_metrics(model, data, e.rerank_k, e.batch_size, prefix))
+        results.update(retrieval_metrics(model, data, e, prefix))
         if not data.video and data.concept_texts:
             metrics, boxes = grounding_metrics(model, data, e.batch_size)
             results.update(metrics)
