@@ -5,7 +5,9 @@
 #            every text padded to 40 tokens and with realistic caption/phrase lengths, a kernel profile;
 #   flex     the BEiT-2 ViT with its relative-position bias inside flex attention against timm's SDPA path
 #            (benchmarks/vit_attention.py: time, and values/gradients compared), then base with it;
-#   compile  base with torch.compile'd encoders;
+#   compile  base with torch.compile'd encoders, cold, then again from the kept compile cache on an empty
+#            inductor cache directory (a fresh machine): the warm-up each costs (warmup_s);
+#   step     base with the whole step compiled, losses included (train.compile: step);
 #   pack     base with token packing and cross-attention grouping on the GPU (--pack always: exact, ~10 host
 #            reads a step to plan): whether unpadding pays there despite them;
 #   shape    base in the official loader's shape (box pairs from 50 images);
@@ -13,7 +15,7 @@
 #   demo     the demo trained on the GPU in bf16-mixed (the trainer's CUDA path: Fabric, fused AdamW, evaluation).
 # Every stage gets at most its own limit and what is left of BUDGET seconds (default 540, one device call
 # under 600 s); a stage with under 30 s left is skipped and says so.
-#   benchmarks/cuda_check.sh [bench] [flex] [compile] [pack] [shape] [data] [demo]
+#   benchmarks/cuda_check.sh [bench] [flex] [compile] [step] [pack] [shape] [data] [demo]
 # Results land in $OUT (default /tmp/x2vlm-cuda). Wheels for packages the machine lacks may sit in .whl/.
 set -uo pipefail
 OUT=${OUT:-/tmp/x2vlm-cuda}
@@ -28,7 +30,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, timm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
 
-stages=" ${*:-bench flex compile pack shape data demo} "
+stages=" ${*:-bench flex compile step pack shape data demo} "
 start=$SECONDS
 # run NAME LIMIT COMMAND...: the command under min(LIMIT, budget left), its output in $OUT/NAME.log
 run() {
@@ -42,10 +44,15 @@ run() {
 step=(python3 benchmarks/train_step.py --device cuda --batch 128 --precision bf16 --steps 10)
 
 run bench 180 "${step[@]}" --configs base large --texts padded realistic --profile --out "$OUT"
-mkdir -p "$OUT/flex" "$OUT/compiled" "$OUT/packed" "$OUT/official_shape"
+mkdir -p "$OUT/flex" "$OUT/compiled" "$OUT/step_compiled" "$OUT/packed" "$OUT/official_shape"
 run flex 120 bash -c "python3 benchmarks/vit_attention.py --device cuda --out '$OUT/flex' && \
   ${step[*]} --configs base --texts realistic --set model.vision.attention=flex --out '$OUT/flex'"
-run compile 200 "${step[@]}" --configs base --compile on --texts realistic --out "$OUT/compiled"
+mkdir -p "$OUT/compiled/warm"
+run compile 260 bash -c "TORCHINDUCTOR_CACHE_DIR=/tmp/x2vlm-inductor-cold ${step[*]} --configs base --compile encoders \
+  --texts realistic --compile-cache '$OUT/compiled/compile-cache.bin' --out '$OUT/compiled' && \
+  TORCHINDUCTOR_CACHE_DIR=/tmp/x2vlm-inductor-warm ${step[*]} --configs base --compile encoders --texts realistic \
+  --compile-cache '$OUT/compiled/compile-cache.bin' --out '$OUT/compiled/warm'"
+run step 200 "${step[@]}" --configs base --compile step --texts realistic --out "$OUT/step_compiled"
 run pack 90 "${step[@]}" --configs base --pack always --texts realistic --out "$OUT/packed"
 run shape 60 "${step[@]}" --configs base --box-images 50 --texts padded --out "$OUT/official_shape"
 run data 90 python3 benchmarks/data.py --scale 0.3 --out "$OUT/data-cuda.json"

@@ -38,6 +38,7 @@ from x2vlm_core.config import load_config
 from x2vlm_core.contracts import Batch, TokenizedText
 from x2vlm_core.data.collate import BatchBuilder
 from x2vlm_core.data.tokenizer import train_tokenizer
+from x2vlm_core.training.compile_cache import load_compile_cache, save_compile_cache
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM, TrainingStep
 from x2vlm_core.model.factory import build_losses, build_model, build_step
@@ -143,12 +144,13 @@ class Options:
     device: str
     precision: str
     steps: int
-    compile: bool
+    compile: str  # off, encoders, step
     box_images: int | None
     texts: str
     profile: Path | None
     pack: str | None = None
     sets: tuple[str, ...] = ()
+    compile_cache: Path | None = None
 
 
 def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, float | str | bool]:
@@ -168,8 +170,15 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
     cuda = device.startswith("cuda")
     with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
         flops = _step_flops(train_step, data)
-    if opt.compile:
-        model.compile_encoders()
+    cached = 0
+    compiled = opt.compile != "off"
+    if compiled:
+        if opt.compile_cache is not None:
+            cached = load_compile_cache(opt.compile_cache)
+        if opt.compile == "encoders":
+            model.compile_encoders()
+        else:
+            train_step.compile()
 
     def step() -> None:
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
@@ -180,12 +189,14 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
         optimizer.zero_grad(set_to_none=True)
 
     t_warm = time.perf_counter()
-    for _ in range(2 if opt.compile else 1):  # warm-up (allocations, kernels, compilation)
+    for _ in range(2 if compiled else 1):  # warm-up (allocations, kernels, compilation)
         step()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t_warm = time.perf_counter() - t_warm
+    if compiled and opt.compile_cache is not None:
+        save_compile_cache(opt.compile_cache)
     t0 = time.perf_counter()
     for _ in range(opt.steps):
         step()
@@ -205,6 +216,7 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
         "model_TFLOP_per_step": flops / 1e12, "TFLOP_per_s": flops / dt / 1e12,
         "texts": opt.texts, "real_tokens": int(data.text.mask.sum()), "pack": opt.pack or "cpu",
         "peak_mem_GiB": peak, "precision": opt.precision, "compile": opt.compile, "warmup_s": t_warm,
+        "compile_cache_loaded": cached,
         "set": " ".join(opt.sets),
     }
     del model, train_step, optimizer, data
@@ -248,8 +260,12 @@ def main() -> None:
                         help="image pairs (= box pairs) per step for base/large (default: 2 on CPU, the config's on GPU)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
-                        help="run each config eagerly (off), with torch.compile'd encoders (on), or both")
+    parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "encoders", "step"],
+                        help="run each config eagerly (off), with torch.compile'd encoders, with the whole step "
+                             "compiled (losses included), or several of these (train.compile)")
+    parser.add_argument("--compile-cache", type=Path, default=None, metavar="FILE",
+                        help="when compiling: hot-load torch.compile's artifacts from FILE first (if there) and "
+                             "write them there after the warm-up (the trainer's train.compile_cache)")
     parser.add_argument("--box-images", type=int, default=None,
                         help="images the box pairs come from: default one of their own per box pair; 0: the "
                              "image-text pairs' images; N: N images of their own (the official shape: 50)")
@@ -285,15 +301,16 @@ def main() -> None:
         for name in args.configs:
             for mode, texts, pack in itertools.product(args.compile, args.texts, args.pack):
                 batch = None if name == "demo" else (args.batch or (2 if args.device == "cpu" else None))
-                opt = Options(args.device, args.precision, args.steps, mode == "on", args.box_images, texts,
-                              profile, pack, tuple(args.sets))
+                opt = Options(args.device, args.precision, args.steps, mode, args.box_images, texts,
+                              profile, pack, tuple(args.sets), args.compile_cache)
                 r = run(name, batch, opt, Path(tmp))
                 rows.append(r)
                 print(f"{r['config']:>6} {r['params_M']:7.1f}M {mode:>7} {texts:>9} {r['pack']:>6} {r['pairs_per_step']:5} "
                       f"{r['images']:6} {r['real_tokens']:6} {r['model_TFLOP_per_step']:7.2f} {r['ms_per_step']:9.1f} {r['samples_per_s']:9.1f} {r['TFLOP_per_s']:8.1f} "
                       f"{r['peak_mem_GiB']:8.2f}", flush=True)
                 # Written after every row: a run cut short still leaves what it measured.
-                out.write_text(json.dumps({"machine": machine, "args": vars(args) | {"out": str(args.out)},
+                paths = {"out": str(args.out), "compile_cache": args.compile_cache and str(args.compile_cache)}
+                out.write_text(json.dumps({"machine": machine, "args": vars(args) | paths,
                                            "results": rows}, indent=2))
     print(f"wrote {out}")
 

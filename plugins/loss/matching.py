@@ -56,6 +56,7 @@ def _positive(visual_id: Tensor, text_id: Tensor) -> Tensor:
     return (visual_id[:, None] == visual_id[None, :]) | (text_id[:, None] == text_id[None, :])
 
 
+@torch.compiler.disable  # eager in a compiled step: the eager step's draws (mlm.mask_tokens says why)
 def _sample_rows(
     scores: Tensor, forbidden: Tensor, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor]:

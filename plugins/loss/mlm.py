@@ -91,6 +91,9 @@ def _random_non_special(
     return draw
 
 
+# Random draws stay eager in a compiled step: the numbers an eager step draws (exact resume holds), and
+# dynamo cannot trace generator draws of a dynamic shape.
+@torch.compiler.disable
 def mask_tokens(
     text: TokenizedText,
     special_ids: tuple[int, ...],

@@ -81,6 +81,15 @@ def test_extends_and_overrides(tmp_path: Path, reg: PluginRegistry) -> None:
     assert cfg.losses[0].weight == 0.25 and cfg.train.betas == (0.8, 0.9)
 
 
+def test_compile_takes_its_scopes_and_the_old_flag(tmp_path: Path, reg: PluginRegistry) -> None:
+    path = _write(tmp_path / "a.yaml", BASE)
+    for value, scope in [("true", "encoders"), ("false", "off"), ("on", "encoders"), ("off", "off"),
+                         ("encoders", "encoders"), ("step", "step")]:
+        assert load_config(path, [f"train.compile={value}"], reg).train.compile == scope, value
+    with pytest.raises(ConfigError, match=r"train.compile: Input should be 'off', 'encoders' or 'step'"):
+        load_config(path, ["train.compile=everything"], reg)
+
+
 def test_changing_plugin_in_child_drops_parent_fields(tmp_path: Path) -> None:
     _write(tmp_path / "base.yaml", BASE)
     child = _write(tmp_path / "child.yaml", {"extends": "base.yaml", "model": {"text": {"plugin": "other", "x": 1}}})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "AugmentConfig",
@@ -136,9 +136,14 @@ class TrainConfig(_Strict):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = Field(
         "auto", description="Lightning Fabric accelerator (gpu/cuda need a visible CUDA device)"
     )
-    compile: bool = Field(
-        False, description="torch.compile the vision, text and fusion encoders (on an H200, base steps ran 25% "
-        "faster after ~2.5 minutes of compilation: benchmarks/results/train_step-cuda-compiled.json)",
+    compile: Literal["off", "encoders", "step"] = Field(
+        "off", description="torch.compile nothing, the vision, text and fusion encoders (on an H200, base steps ran "
+        "25% faster after ~2.5 minutes of compilation: benchmarks/results/train_step-cuda-compiled.json), or the "
+        "whole step, losses included; true means encoders",
+    )
+    compile_cache: str | None = Field(
+        None, description="file that keeps torch.compile's artifacts between runs and machines (default: "
+        "<out_dir>/compile-cache.bin, which --overwrite keeps); read before the first step, written after it",
     )
     devices: int | Literal["auto"] = Field(1, description="devices per node (an int ≥ 1, or auto)")
     num_nodes: int = Field(1, gt=0)
@@ -153,6 +158,12 @@ class TrainConfig(_Strict):
     )
     out_dir: str = "runs/x2vlm"
     tokenizer: TokenizerPrep | None = None
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_flag(cls, value: Any) -> Any:
+        # the field was a flag (true = the encoders); YAML reads off / on as booleans too
+        return {True: "encoders", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainConfig:

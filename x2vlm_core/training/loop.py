@@ -16,7 +16,8 @@ of batches consumed, and the optimizer/scheduler/grad-scaler state comes from th
 killed at any point and resumed ends with the same weights as an uninterrupted one.
 
 Run directory: config.yaml, metrics.jsonl (one JSON line per logged step), metrics.csv, tensorboard/
-(event files), checkpoints/, and after the run curves.png and the evaluation (eval.json, figures).
+(event files), checkpoints/, and after the run curves.png and the evaluation (eval.json, figures); with
+train.compile, compile-cache.bin (compile_cache.py; kept by --overwrite: a cache, not an output).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from x2vlm_core.checkpoint import (
 from x2vlm_core.config import TrainConfig
 from x2vlm_core.data.collate import BatchLoader
 from x2vlm_core.model import X2VLM
+from x2vlm_core.training.compile_cache import load_compile_cache, save_compile_cache
 from x2vlm_core.training.guard import NumericGuard
 from x2vlm_core.training.history import append_history, plot_history, read_history, truncate_history, write_history_csv
 from x2vlm_core.training.optim import build_optimizer, build_scheduler
@@ -202,8 +204,16 @@ def _train(
               + f", total {sum(counts.values()) / 1e6:.2f}M", file=sys.stderr)
     if fabric.device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # the few float32 products (logits) may use TF32
-    if t.compile:
-        model.compile_encoders()
+    cache = _compile_cache_path(t) if t.compile != "off" else None
+    if cache is not None:
+        loaded = load_compile_cache(cache)
+        if main:
+            print(f"compile cache: {loaded} artifacts from {cache}" if loaded else
+                  f"compile cache: none usable at {cache}; compiling from scratch", file=sys.stderr)
+        if t.compile == "encoders":
+            model.compile_encoders()
+        else:  # the whole step, losses included; in place, so state-dict keys stay the eager ones
+            job.step.compile()
     optimizer = build_optimizer(model, t, job.new_parameters, fused=fabric.device.type == "cuda")
     scheduler = build_scheduler(optimizer, t.warmup_steps, t.steps)
     wrapped, optimizer = fabric.setup(job.step, optimizer)
@@ -253,6 +263,11 @@ def _train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             window.steps += 1
+            if cache is not None and main and (step == start + 1 or step % t.checkpoint_every == 0):
+                # after the first step everything has compiled once; checkpoints add later recompilations
+                saved = save_compile_cache(cache)
+                if step == start + 1:
+                    print(f"compile cache: wrote {saved} artifacts to {cache}", file=sys.stderr)
             if step % t.log_every == 0 or step == t.steps:
                 lr = float(scheduler.get_last_lr()[0])
                 last = window.reduce(fabric)
@@ -290,6 +305,10 @@ def _train(
             writer.close()
         plot_history(history, run_dir / "curves.png")
     return TrainResult(run_dir=run_dir, step=t.steps, last_logs=last, evaluation=evaluation)
+
+
+def _compile_cache_path(t: TrainConfig) -> Path:
+    return Path(t.compile_cache) if t.compile_cache is not None else Path(t.out_dir) / "compile-cache.bin"
 
 
 class _Window:
