@@ -5,7 +5,7 @@
 Rows: the synthetic world's generation; PNG and mp4 shards read back; and the pretraining path on JPEG
 shards — webdataset read + JPEG decode + random resized crop + flip + normalise + tokenize, batched by the
 trainer's BatchBuilder — for 224-px JPEGs and for 480-px JPEGs (web images are larger than the crop).
-JPEG decoding alone is timed with PIL (what the loader uses) and with torchvision.io.decode_jpeg (on the
+JPEG decoding alone is timed with PIL and with torchvision.io.decode_jpeg (what the loader uses; on the
 CPU here; on CUDA in benchmarks/cuda_check.sh). Prints a table, then the loader workers one GPU needs at
 1,540 pairs/s (our step's target: 1,540 decoded images per second), and writes JSON with the machine.
 """
@@ -101,7 +101,7 @@ def _pretraining_batches(read: Callable[[], Iterable[Sample]], builder: BatchBui
 
 
 def _jpeg_decode_rates(directory: Path, limit: int) -> dict[str, float]:
-    """Decodes per second of the JPEG members alone: PIL (the loader's decoder) and torchvision."""
+    """Decodes per second of the JPEG members alone: PIL and torchvision (the loader's decoder)."""
     from torchvision.io import decode_jpeg
 
     blobs: list[bytes] = []

@@ -5,6 +5,7 @@ Every way decoding can fail is a `BadRecord`, never an exception that stops trai
 at open: a header claiming more than 2 × PIL's MAX_IMAGE_PIXELS) or "image_too_large" (more pixels than
 we are willing to decode).
 
+A JPEG within the cap is decoded by torchvision (the same pixels, about twice as fast as through PIL).
 Huge images are reduced while decoding: a JPEG is decoded at 1/2, 1/4 or 1/8 scale (PIL's `draft`),
 so a 10000 × 10000 photo is never held at full size; other formats are decoded in full and then
 reduced by an integer factor (`Image.reduce`) before the colour conversion. Formats without reduced
@@ -69,10 +70,13 @@ def load_image_sized(path: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIX
     if not isinstance(path, bytes) and not Path(path).is_file():
         raise BadRecord("missing_file", name)
     try:
+        data = path if isinstance(path, bytes) else Path(path).read_bytes()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size  # before draft() shrinks it
+                if im.format == "JPEG" and width * height <= max_pixels:
+                    return LoadedImage(_decode_jpeg(data), width, height)
                 rgb = _decode(im, max_pixels, name)
     except BadRecord:
         raise
@@ -82,6 +86,14 @@ def load_image_sized(path: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIX
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise BadRecord("unreadable_image", f"{name}: empty image {array.shape}")
     return LoadedImage(torch.from_numpy(array).permute(2, 0, 1).contiguous(), width, height)
+
+
+def _decode_jpeg(data: bytes) -> Tensor:
+    """A JPEG within the cap → uint8 [3, H, W] RGB by torchvision's libjpeg-turbo decoder: the pixels PIL
+    gives (tested), ~1.9× as fast with no PIL image in between; truncated or corrupt data raises."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
 def _decode(im: Image.Image, max_pixels: int, name: str) -> Image.Image:

@@ -149,3 +149,22 @@ def test_every_decode_failure_is_unreadable_image(tmp_path: Path) -> None:
     for label, blob in cases.items():
         assert reason(blob) == "unreadable_image", label
     assert reason(tmp_path / "absent.png") == "missing_file"
+
+
+@pytest.mark.parametrize("mode,subsampling", [("RGB", 0), ("RGB", 2), ("L", 0), ("CMYK", 0)])
+def test_jpegs_within_the_cap_decode_to_the_pixels_pil_gives(
+    mode: str, subsampling: int, loaded_sizes: list[tuple[int, int]]
+) -> None:
+    """The fast decoder (torchvision's) of a JPEG under the cap gives PIL's own pixels, PIL decoding none."""
+    noise = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    image = Image.fromarray(noise).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85, **({"subsampling": subsampling} if mode == "RGB" else {}))
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+        expected = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+    loaded_sizes.clear()
+    out, width, height = load_image_sized(data)
+    assert loaded_sizes == []  # not through PIL's decoder
+    assert (width, height) == (64, 48) and out.dtype == torch.uint8 and out.shape == (3, 48, 64)
+    assert torch.equal(out, expected)
