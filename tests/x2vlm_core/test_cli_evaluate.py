@@ -114,6 +114,24 @@ def test_default_output_goes_to_the_run_directory(run_dir: Path, capsys: pytest.
     assert json.loads(written.read_text())["metrics"]["retrieval/n"] == 4
 
 
+def test_a_pretraining_checkpoint_re_ranks_as_its_run_did(run_dir: Path, tmp_path: Path) -> None:
+    """retrieval and video_retrieval take the run's eval.rerank_k and eval.match_weight; --set still wins;
+    grounding has no such fields and gets none."""
+    recorded = load_model(run_dir).manifest.config["eval"]
+    assert (recorded["rerank_k"], recorded["match_weight"]) == (16, 4.0)  # configs/demo.yaml's, via tiny.yaml
+    for task, extra, want in [("retrieval", [], (16, 4.0)), ("video_retrieval", ["--data", VIDEOS, "--set", "task.frames=3"], (16, 4.0)),
+                              ("retrieval", ["--set", "task.match_weight=2"], (16, 2.0))]:
+        out = tmp_path / f"{task}.json"
+        assert main(["evaluate", "--checkpoint", str(run_dir), "--task", task, "--samples", "4", *extra,
+                     "--out", str(out)]) == 0
+        config = json.loads(out.read_text())["task"]
+        assert (config["rerank_k"], config["match_weight"]) == want, (task, extra)
+    out = tmp_path / "grounding.json"
+    assert main(["evaluate", "--checkpoint", str(run_dir), "--task", "grounding", "--samples", "4",
+                 "--out", str(out)]) == 0
+    assert "match_weight" not in json.loads(out.read_text())["task"]
+
+
 def _err(capsys: pytest.CaptureFixture[str]) -> str:
     return " ".join(capsys.readouterr().err.split())  # the CLI wraps long messages
 

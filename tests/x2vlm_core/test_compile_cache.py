@@ -66,5 +66,23 @@ def test_save_replaces_the_file_whole(tmp_path: Path, monkeypatch: pytest.Monkey
     path.write_bytes(b"old")
     assert save_compile_cache(path) == 3
     assert path.read_bytes() == b"new artifacts" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert save_compile_cache(tmp_path / "new" / "dir" / "cache.bin") == 3  # its folder is made
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: None)  # nothing compiled
     assert save_compile_cache(path) == 0 and path.read_bytes() == b"new artifacts"
+
+
+def test_a_failed_save_warns_and_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    info = type("Info", (), {"artifacts": {"inductor": ["a"]}})()
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"new", info))
+    path = tmp_path / "compile-cache.bin"
+    path.write_bytes(b"old")
+
+    def full_disk(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with caplog.at_level(logging.WARNING, logger="x2vlm.train"):
+        assert save_compile_cache(path) == 0  # training goes on
+    assert "not written" in caplog.text and "No space left" in caplog.text
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp left

@@ -34,6 +34,10 @@ def test_rerank_combines_contrastive_and_matching_evidence_inside_the_top_k() ->
     sim = torch.tensor([[0.3, 0.2, 0.1]])
     final = _rerank(sim, sim.topk(1).indices, torch.tensor([-1e9]), 0.01)
     assert final[0, 0] > final[0, 1] > final[0, 2]
+    # ...whatever the weight on the matching evidence
+    sim = torch.tensor([[0.5, 0.4, 0.3]])
+    final = _rerank(sim, sim.topk(1).indices, torch.tensor([-1e9]), 0.07, match_weight=8.0)
+    assert final[0, 0] > final[0, 1] > final[0, 2]
 
 
 def test_match_weight_scales_only_the_matching_evidence() -> None:

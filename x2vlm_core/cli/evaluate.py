@@ -2,7 +2,8 @@
 
 A fine-tuned checkpoint knows its task (and its eval data): no flag needs repeating. A pretrained one is
 evaluated on any task that needs no trained head (retrieval, video_retrieval, grounding, ...) with its
-run config's held-out sources, or `--data '{plugin: ..., ...}'`. Prints a table per source; writes JSON.
+run config's held-out sources, or `--data '{plugin: ..., ...}'`, and re-ranks retrieval as that run's
+evaluation did. Prints a table per source; writes JSON.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from x2vlm_core.cli.options import add_device_argument
+
+if TYPE_CHECKING:
+    from registry import PluginRegistry
 
 __all__ = ["add_arguments", "run"]
 
@@ -51,8 +55,9 @@ def _default_out(checkpoint: Path, task: str) -> Path:
     return Path(name)
 
 
-def _task_section(args: argparse.Namespace, manifest: Any) -> dict[str, Any]:
-    """The task to evaluate: --task (+ --set task.X), else the checkpoint's own."""
+def _task_section(args: argparse.Namespace, manifest: Any, registry: PluginRegistry) -> dict[str, Any]:
+    """The task to evaluate: --task (+ --set task.X), else the checkpoint's own; on a pretraining checkpoint
+    the task re-ranks as the run's evaluation did (eval.rerank_k, eval.match_weight)."""
     from registry import ConfigError
     from x2vlm_core.cli.main import UsageError
     from x2vlm_core.config import apply_overrides
@@ -68,6 +73,10 @@ def _task_section(args: argparse.Namespace, manifest: Any) -> dict[str, Any]:
         base = {"plugin": own.plugin, **(own.exported if own.exported is not None else own.config)}
     else:
         base = {"plugin": args.task}
+        if own is None:  # a pretraining run: its re-ranking settings, where the task has such fields
+            recorded = manifest.config.get("eval", {})
+            fields = registry.get("task", args.task, "--task").spec.config.model_fields
+            base |= {k: recorded[k] for k in ("rerank_k", "match_weight") if k in recorded and k in fields}
     return dict(apply_overrides({"task": base}, args.set)["task"])
 
 
@@ -114,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     registry = default_registry()
     loaded = load_model(args.checkpoint, registry)
     model, manifest = loaded.model, loaded.manifest
-    section = PluginSection.model_validate(_task_section(args, manifest))
+    section = PluginSection.model_validate(_task_section(args, manifest, registry))
     if model.task is not None and model.task.name == section.plugin and not args.set:
         task = model.task
     else:

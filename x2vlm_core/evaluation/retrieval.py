@@ -53,7 +53,8 @@ def _rerank(sim: Tensor, cols: Tensor, log_match: Tensor, temperature: float, ma
     rows = torch.arange(sim.shape[0], device=sim.device)[:, None].expand_as(cols)
     combined = final[rows, cols] + match_weight * log_match.view_as(cols).double().clamp_min(-100.0)
     # float64: the offset keeps the re-ranked block on top without losing the differences inside it
-    final[rows, cols] = 4.0 * final.abs().max() + 100.0 + combined
+    # (combined ≥ -|sim/τ|max - 100 w, every other entry ≤ |sim/τ|max)
+    final[rows, cols] = 4.0 * final.abs().max() + 100.0 * max(1.0, match_weight) + combined
     return final
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -25,9 +26,13 @@ def _count(info: object) -> int:
     return sum(len(v) for v in artifacts.values())
 
 
+def _supported() -> bool:
+    return hasattr(torch.compiler, "save_cache_artifacts")  # torch ≥ 2.7
+
+
 def load_compile_cache(path: Path) -> int:
     """Hot-load the artifacts in `path` (before anything compiles); the number loaded, 0 without a usable file."""
-    if not path.is_file():
+    if not path.is_file() or not _supported():
         return 0
     try:
         info = torch.compiler.load_cache_artifacts(path.read_bytes())
@@ -42,12 +47,25 @@ def load_compile_cache(path: Path) -> int:
 
 
 def save_compile_cache(path: Path) -> int:
-    """Write every artifact this process compiled or loaded to `path` (atomically); the number written."""
-    out = torch.compiler.save_cache_artifacts()
-    if out is None:
+    """Write every artifact this process compiled or loaded to `path` (atomically); the number written.
+    A failure (no space, no permission) is a warning: the cache only saves time."""
+    if not _supported():
         return 0
-    data, info = out
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # a reader sees the old file or the new one, never a torn one
-    return _count(info)
+    tmp = None
+    try:
+        out = torch.compiler.save_cache_artifacts()
+        if out is None:
+            return 0
+        data, info = out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # a temporary file of its own: runs sharing one cache never write into each other's
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never a torn one
+        return _count(info)
+    except Exception as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        log.warning("compile cache %s not written (%s: %s)", path, type(error).__name__, error)
+        return 0

@@ -208,8 +208,9 @@ def _train(
     if cache is not None:
         loaded = load_compile_cache(cache)
         if main:
+            state_of = "none usable" if cache.is_file() else "none yet"
             print(f"compile cache: {loaded} artifacts from {cache}" if loaded else
-                  f"compile cache: none usable at {cache}; compiling from scratch", file=sys.stderr)
+                  f"compile cache: {state_of} at {cache}; compiling from scratch", file=sys.stderr)
         if t.compile == "encoders":
             model.compile_encoders()
         else:  # the whole step, losses included; in place, so state-dict keys stay the eager ones
@@ -263,8 +264,9 @@ def _train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             window.steps += 1
-            if cache is not None and main and (step == start + 1 or step % t.checkpoint_every == 0):
-                # after the first step everything has compiled once; checkpoints add later recompilations
+            saving = step == start + 1 or step % t.checkpoint_every == 0 or step == t.steps
+            if cache is not None and main and saving:
+                # after the first step everything has compiled once; later saves add recompilations
                 saved = save_compile_cache(cache)
                 if step == start + 1:
                     print(f"compile cache: wrote {saved} artifacts to {cache}", file=sys.stderr)

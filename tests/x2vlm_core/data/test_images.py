@@ -168,3 +168,30 @@ def test_jpegs_within_the_cap_decode_to_the_pixels_pil_gives(
     assert loaded_sizes == []  # not through PIL's decoder
     assert (width, height) == (64, 48) and out.dtype == torch.uint8 and out.shape == (3, 48, 64)
     assert torch.equal(out, expected)
+
+
+def _noise_jpeg(size: tuple[int, int] = (256, 256)) -> bytes:
+    noise = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_jpeg_cut_inside_its_image_data_is_unreadable() -> None:
+    """Past the header: PIL opens it and reads its size, the fast decoder meets the cut."""
+    data = _noise_jpeg()
+    with Image.open(io.BytesIO(data[: len(data) * 2 // 3])) as im:
+        assert im.size == (256, 256)
+    assert reason(data[: len(data) * 2 // 3]) == "unreadable_image"
+
+
+def test_without_torchvisions_decoder_pil_decodes_the_same_pixels(
+    monkeypatch: pytest.MonkeyPatch, loaded_sizes: list[tuple[int, int]]
+) -> None:
+    import x2vlm_core.data.images as images
+
+    data = _noise_jpeg((64, 48))
+    fast = load_image(data)
+    assert loaded_sizes == []
+    monkeypatch.setattr(images, "_jpeg_decoder", lambda: None)
+    assert torch.equal(load_image(data), fast) and set(loaded_sizes) == {(64, 48)}
