@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import train_step
+
 import plugins.loss.matching as matching
 import plugins.loss.mlm as mlm
-import train_step
 from tests.x2vlm_core.reference_step import reference_losses
 from x2vlm_core.config import load_config
 from x2vlm_core.model.factory import build_losses, build_model, build_step
-
 
 T = TypeVar("T")
 

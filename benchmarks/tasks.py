@@ -36,13 +36,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from x2vlm_core.checkpoint import read_manifest, save_checkpoint  # noqa: E402
-from x2vlm_core.checkpoint.rebuild import load_model, model_config_of, resolve_checkpoint  # noqa: E402
-from x2vlm_core.config import PluginSection  # noqa: E402
-from x2vlm_core.discovery import default_registry  # noqa: E402
-from x2vlm_core.evaluation.runner import evaluate_task  # noqa: E402
-from x2vlm_core.model.factory import build_model, build_task  # noqa: E402
-from x2vlm_core.training.finetune import finetune, load_finetune_config  # noqa: E402
+from x2vlm_core.checkpoint import read_manifest, save_checkpoint
+from x2vlm_core.checkpoint.rebuild import load_model, model_config_of, resolve_checkpoint
+from x2vlm_core.config import PluginSection
+from x2vlm_core.discovery import default_registry
+from x2vlm_core.evaluation.runner import evaluate_task
+from x2vlm_core.model.factory import build_model, build_task
+from x2vlm_core.training.finetune import finetune, load_finetune_config
 
 CONFIGS = ROOT / "configs" / "tasks"
 RESULTS = ROOT / "benchmarks" / "results" / "tasks.json"

@@ -38,10 +38,10 @@ from x2vlm_core.config import load_config
 from x2vlm_core.contracts import Batch, TokenizedText
 from x2vlm_core.data.collate import BatchBuilder
 from x2vlm_core.data.tokenizer import train_tokenizer
-from x2vlm_core.training.compile_cache import load_compile_cache, save_compile_cache
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM, TrainingStep
 from x2vlm_core.model.factory import build_losses, build_model, build_step
+from x2vlm_core.training.compile_cache import load_compile_cache, save_compile_cache
 from x2vlm_core.training.optim import build_optimizer
 
 CONFIGS = {"demo": "demo.yaml", "base": "x2vlm_base_4m.yaml", "large": "x2vlm_large_4m.yaml"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-
 from torch import Tensor
 
 from x2vlm_core.plugin_api import (

@@ -9,8 +9,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import train_step  # noqa: E402
-from x2vlm_core.contracts import Batch, TokenizedText  # noqa: E402
+import train_step
+
+from x2vlm_core.contracts import Batch, TokenizedText
 
 
 def _batch(n_image: int, n_box: int, length: int = 40) -> Batch:

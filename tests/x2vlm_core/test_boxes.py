@@ -50,7 +50,7 @@ def test_clamp_and_area_treat_inverted_boxes_as_empty() -> None:
 def test_aligned_iou_and_giou_match_scalar_and_torchvision() -> None:
     a, b = _random_xyxy(300), _random_xyxy(300)
     iou, giou = box_iou_aligned(a, b), generalized_box_iou_aligned(a, b)
-    expected = torch.tensor([_scalar_giou(x, y) for x, y in zip(a.tolist(), b.tolist())])
+    expected = torch.tensor([_scalar_giou(x, y) for x, y in zip(a.tolist(), b.tolist(), strict=True)])
     torch.testing.assert_close(iou, expected[:, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(giou, expected[:, 1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(iou, box_iou(a, b).diagonal(), atol=1e-6, rtol=1e-5)

@@ -451,7 +451,7 @@ def test_exact_resume(tmp_path: Path) -> None:
     restore_rng(restored.rng)
     _train(model, opt, sched, 3)
 
-    for (name, a), b in zip(ref_model.state_dict().items(), model.state_dict().values()):
+    for (name, a), b in zip(ref_model.state_dict().items(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     # The generators continue identically too.
     assert torch.equal(torch.rand(4), ref_next[0]) and random.random() == ref_next[1]

@@ -108,7 +108,7 @@ def _reference_tokens(
     tokens: torch.Tensor, index: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
     outs, attns = [], []
-    for i, m in zip(index.tolist(), mask):
+    for i, m in zip(index.tolist(), mask, strict=True):
         patches = tokens[i, 1:]
         selected = torch.stack([patches[j] for j in range(patches.shape[0]) if m[j]])
         outs.append(torch.cat((selected.mean(0, keepdim=True), patches)))

@@ -80,7 +80,7 @@ def test_save_load_round_trip(trained: tuple[FastTokenizer, Path], tmp_path: Pat
     again = load_tokenizer(tmp_path)
     texts = CORPUS[:6] + ["unseen words zebra", "[MASK] 你好"]
     a, b = tok(texts, 40), again(texts, 40)
-    for x, y in zip((a.ids, a.mask, a.word_ids), (b.ids, b.mask, b.word_ids)):
+    for x, y in zip((a.ids, a.mask, a.word_ids), (b.ids, b.mask, b.word_ids), strict=True):
         assert torch.equal(x, y)
     assert (again.vocab_size, again.pad_id, again.cls_id, again.sep_id, again.mask_id, again.unk_id) == (
         tok.vocab_size, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.unk_id)

@@ -26,8 +26,7 @@ from x2vlm_core.checkpoint.rebuild import load_model
 from x2vlm_core.config import load_config
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.training.history import read_history, truncate_history
-from x2vlm_core.training.pretrain import prepare_tokenizer
-from x2vlm_core.training.pretrain import pretrain
+from x2vlm_core.training.pretrain import prepare_tokenizer, pretrain
 from x2vlm_core.training.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[2]

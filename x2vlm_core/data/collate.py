@@ -39,11 +39,11 @@ from x2vlm_core.data.errors import DataError
 from x2vlm_core.data.transforms import SampleAugment, normalise, resize
 
 __all__ = [
-    "frame_indices",
     "BatchBuilder",
     "BatchLoader",
     "BatchStream",
     "MixedStream",
+    "frame_indices",
     "make_loader",
     "record_texts",
     "stable_id",

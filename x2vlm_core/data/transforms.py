@@ -195,7 +195,7 @@ class SampleAugment:
         boxes = torch.tensor([c.box for c in sample.concepts], dtype=torch.float32).reshape(-1, 4)
         boxes, keep = crop_boxes(boxes, window, height, width)
         kept = keep.tolist()
-        concepts = [c for c, k in zip(sample.concepts, kept) if k]
+        concepts = [c for c, k in zip(sample.concepts, kept, strict=True) if k]
         boxes = boxes[keep]
         captions = sample.captions
         if float(torch.rand(1, generator=generator)) < self.flip_prob:
@@ -203,9 +203,9 @@ class SampleAugment:
             if texts is not None:  # mirror only when every text can follow
                 pixels, boxes = hflip(pixels, boxes)
                 captions, concept_texts = texts[: len(captions)], texts[len(captions) :]
-                concepts = [replace(c, text=t) for c, t in zip(concepts, concept_texts)]
+                concepts = [replace(c, text=t) for c, t in zip(concepts, concept_texts, strict=True)]
         new_concepts = tuple(
-            replace(c, box=(b[0], b[1], b[2], b[3])) for c, b in zip(concepts, boxes.tolist())
+            replace(c, box=(b[0], b[1], b[2], b[3])) for c, b in zip(concepts, boxes.tolist(), strict=True)
         )
         if sample.image is not None:
             return replace(sample, image=pixels, captions=captions, concepts=new_concepts)

@@ -21,7 +21,7 @@ from x2vlm_core.model import X2VLM
 from x2vlm_core.model.factory import build_losses, build_model, build_step, check_buildable
 from x2vlm_core.training.loop import Job, TrainResult, fit
 
-__all__ = ["pretrain", "pretraining_loader", "prepare_tokenizer"]
+__all__ = ["prepare_tokenizer", "pretrain", "pretraining_loader"]
 
 log = logging.getLogger("x2vlm.train")
 

@@ -88,7 +88,7 @@ def test_round_trip_is_exact(world: tuple[Path, list[Sample]]) -> None:
     out, samples = world
     got = list(source(f"{out}/shard-{{000000..000007}}.tar", shuffle_buffer=0))
     assert len(got) == len(samples)
-    for a, b in zip(samples, got):
+    for a, b in zip(samples, got, strict=True):
         assert (b.key, b.source, b.captions, b.language, b.concepts) == (a.key, a.source, a.captions, a.language, a.concepts)
         assert b.image is not None and a.image is not None and b.frames is None
         assert b.image.dtype == torch.uint8 and torch.equal(a.image, b.image)
@@ -102,7 +102,7 @@ def test_video_round_trip(tmp_path: Path) -> None:
     reference = list(Synthetic(SyntheticConfig(samples=6, seed=2, kind="video", languages=("en", "fr"))))
     got = list(source(str(tmp_path), shuffle_buffer=0, frames=3))
     assert [g.captions for g in got] == [r.captions for r in reference]
-    for g, r in zip(got, reference):
+    for g, r in zip(got, reference, strict=True):
         assert g.image is None and g.frames is not None and r.frames is not None
         assert g.frames.shape == (3, 3, 64, 64) and g.frames.dtype == torch.uint8
         assert (g.frames.float() - r.frames.float()).abs().mean() < 6.0  # H.264 is lossy, but close

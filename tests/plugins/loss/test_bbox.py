@@ -27,7 +27,7 @@ def _scalar_terms(p: list[float], t: list[float]) -> tuple[float, float, float]:
     union = p[2] * p[3] + t[2] * t[3] - inter
     hull = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
     iou = inter / union
-    return sum(abs(x - y) for x, y in zip(p, t)), 1 - (iou - (hull - union) / hull), iou
+    return sum(abs(x - y) for x, y in zip(p, t, strict=True)), 1 - (iou - (hull - union) / hull), iou
 
 
 def test_config_rejects_unknown_keys_and_registry_builds_it() -> None:

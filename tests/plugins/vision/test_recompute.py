@@ -13,7 +13,7 @@ from plugins.vision.beit2 import Beit2Vision, Beit2VisionConfig
 from plugins.vision.timm_vit import TimmVitVision, TimmVitVisionConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
-from step_flops import kept_bytes  # noqa: E402  (bytes autograd keeps for the backward)
+from step_flops import kept_bytes
 
 TINY = {"width": 32, "depth": 3, "heads": 2, "patch_size": 8, "image_size": 32}
 PLUGINS = {"beit2": (Beit2Vision, Beit2VisionConfig), "timm_vit": (TimmVitVision, TimmVitVisionConfig)}

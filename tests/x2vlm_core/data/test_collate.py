@@ -228,12 +228,12 @@ def test_mixed_stream_ratio_determinism_and_epochs() -> None:
     a, b = captioned(7, "a"), captioned(5, "b")
     assert isinstance(a, DataSource)
     stream = MixedStream([a, b], [3.0, 1.0], seed=1)
-    draws = [s.source for _, s in zip(range(4000), stream)]
+    draws = [s.source for _, s in zip(range(4000), stream, strict=False)]
     assert abs(draws.count("a") / 4000 - 0.75) < 0.03
-    again = [s.key for _, s in zip(range(50), MixedStream([a, b], [3.0, 1.0], seed=1))]
-    other = [s.key for _, s in zip(range(50), MixedStream([a, b], [3.0, 1.0], seed=2))]
-    assert again == [s.key for _, s in zip(range(50), stream)] and again != other
-    keys_a = [s.key for s in (s for _, s in zip(range(400), stream)) if s.source == "a"]
+    again = [s.key for _, s in zip(range(50), MixedStream([a, b], [3.0, 1.0], seed=1), strict=False)]
+    other = [s.key for _, s in zip(range(50), MixedStream([a, b], [3.0, 1.0], seed=2), strict=False)]
+    assert again == [s.key for _, s in zip(range(50), stream, strict=False)] and again != other
+    keys_a = [s.key for s in (s for _, s in zip(range(400), stream, strict=False)) if s.source == "a"]
     assert keys_a[:8] == ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a0"]  # starts over after a pass
     with pytest.raises(DataError, match="'empty' yields no samples"):
         next(iter(MixedStream([ListSource("empty", [])], [1.0])))
@@ -274,7 +274,7 @@ def test_batch_stream_fills_quotas_from_mixed_kinds() -> None:
     batches = [
         b
         for _, b in zip(
-            range(6), BatchStream(stream, builder(tok, image_pairs=3, box_pairs=6, video_pairs=2))
+            range(6), BatchStream(stream, builder(tok, image_pairs=3, box_pairs=6, video_pairs=2)), strict=False
         )
     ]
     for batch in batches:

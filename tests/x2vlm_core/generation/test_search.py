@@ -239,7 +239,7 @@ def test_no_repeat_ngram_blocks_repeats() -> None:
     assert h.tokens[:4] == (2, 3, 2, 3)
     for method in ("greedy", "beam"):
         (h,) = search(TableStepper(table), 1, blocked.model_copy(update={"method": method}), END, BANNED)[0]
-        bigrams = list(zip(h.tokens, h.tokens[1:]))
+        bigrams = list(zip(h.tokens, h.tokens[1:], strict=False))
         assert len(bigrams) == len(set(bigrams)), h.tokens
 
 
