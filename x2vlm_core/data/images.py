@@ -82,7 +82,10 @@ def load_image_sized(path: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIX
                 width, height = im.size  # before draft() shrinks it
                 if decode_jpeg is not None and im.format == "JPEG" and width * height <= max_pixels:
                     data = path if isinstance(path, bytes) else Path(path).read_bytes()
-                    return LoadedImage(decode_jpeg(data), width, height)
+                    try:
+                        return LoadedImage(decode_jpeg(data), width, height)
+                    except RuntimeError:  # a JPEG it cannot read: PIL decides, and names the reason
+                        pass
                 rgb = _decode(im, max_pixels, name)
     except BadRecord:
         raise
@@ -98,7 +101,7 @@ def load_image_sized(path: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIX
 def _jpeg_decoder() -> Callable[[bytes], Tensor] | None:
     """JPEG bytes → uint8 [3, H, W] RGB (channel-last in memory) by torchvision's libjpeg-turbo decoder: the
     pixels PIL gives (tested), straight into a tensor, no PIL image, array and transposing copy in between;
-    truncated or corrupt data raises. None where this torchvision has no CPU JPEG decoder."""
+    truncated or corrupt data raises RuntimeError. None where this torchvision has no CPU JPEG decoder."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except (ImportError, RuntimeError, OSError):  # not installed, or its image extension did not load

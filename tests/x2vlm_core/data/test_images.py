@@ -178,11 +178,14 @@ def _noise_jpeg(size: tuple[int, int] = (256, 256)) -> bytes:
 
 
 def test_a_jpeg_cut_inside_its_image_data_is_unreadable() -> None:
-    """Past the header: PIL opens it and reads its size, the fast decoder meets the cut."""
-    data = _noise_jpeg()
-    with Image.open(io.BytesIO(data[: len(data) * 2 // 3])) as im:
+    """Past the header: PIL opens it and reads its size, the fast decoder meets the cut and PIL, asked next,
+    names it."""
+    cut = _noise_jpeg()[: 2 * len(_noise_jpeg()) // 3]
+    with Image.open(io.BytesIO(cut)) as im:
         assert im.size == (256, 256)
-    assert reason(data[: len(data) * 2 // 3]) == "unreadable_image"
+    with pytest.raises(BadRecord, match="truncated") as bad:
+        load_image(cut)
+    assert bad.value.reason == "unreadable_image"
 
 
 def test_without_torchvisions_decoder_pil_decodes_the_same_pixels(
