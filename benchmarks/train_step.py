@@ -41,7 +41,7 @@ from x2vlm_core.data.tokenizer import train_tokenizer
 from x2vlm_core.discovery import default_registry
 from x2vlm_core.model import X2VLM, TrainingStep
 from x2vlm_core.model.factory import build_losses, build_model, build_step
-from x2vlm_core.training.compile_cache import load_compile_cache, save_compile_cache
+from x2vlm_core.training.compile_cache import compile_in_place, load_compile_cache, save_compile_cache
 from x2vlm_core.training.optim import build_optimizer
 
 CONFIGS = {"demo": "demo.yaml", "base": "x2vlm_base_4m.yaml", "large": "x2vlm_large_4m.yaml"}
@@ -175,10 +175,7 @@ def run(name: str, batch: int | None, opt: Options, tmp: Path) -> dict[str, floa
     if compiled:
         if opt.compile_cache is not None:
             cached = load_compile_cache(opt.compile_cache)
-        if opt.compile == "encoders":
-            model.compile_encoders()
-        else:
-            train_step.compile()
+        compile_in_place(opt.compile, model, train_step)
 
     def step() -> None:
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):

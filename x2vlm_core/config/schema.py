@@ -163,7 +163,7 @@ class TrainConfig(_Strict):
     @classmethod
     def _compile_flag(cls, value: Any) -> Any:
         # the field was a flag (true = the encoders); YAML reads off / on as booleans too
-        return {True: "encoders", False: "off"}.get(value, value) if isinstance(value, bool) else value
+        return ("encoders" if value else "off") if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainConfig:

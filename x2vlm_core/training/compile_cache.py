@@ -1,4 +1,5 @@
-"""torch.compile's artifacts kept in one file between runs (torch's portable "mega-cache").
+"""train.compile: what is compiled (compile_in_place), and torch.compile's artifacts kept in one file between
+runs (torch's portable "mega-cache").
 
 A compiled run spends minutes compiling before its first step (~2.5 on an H200 for base). Inductor caches on
 the local disk already, but a fresh machine (a cluster node, a lent GPU) starts cold. The trainer loads the
@@ -15,10 +16,24 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
-__all__ = ["load_compile_cache", "save_compile_cache"]
+from x2vlm_core.model import X2VLM
+
+__all__ = ["compile_in_place", "load_compile_cache", "save_compile_cache"]
 
 log = logging.getLogger("x2vlm.train")
+
+
+def compile_in_place(scope: str, model: X2VLM, step: nn.Module) -> None:
+    """train.compile's scope: "encoders" (vision, text, fusion) or "step" (the whole step, losses included);
+    in place, so state-dict keys stay the eager ones. "off" compiles nothing."""
+    if scope == "encoders":
+        model.compile_encoders()
+    elif scope == "step":
+        step.compile()
+    elif scope != "off":
+        raise ValueError(f"compile scope must be off, encoders or step, got {scope!r}")
 
 
 def _count(info: object) -> int:

@@ -48,7 +48,7 @@ from x2vlm_core.checkpoint import (
 from x2vlm_core.config import TrainConfig
 from x2vlm_core.data.collate import BatchLoader
 from x2vlm_core.model import X2VLM
-from x2vlm_core.training.compile_cache import load_compile_cache, save_compile_cache
+from x2vlm_core.training.compile_cache import compile_in_place, load_compile_cache, save_compile_cache
 from x2vlm_core.training.guard import NumericGuard
 from x2vlm_core.training.history import append_history, plot_history, read_history, truncate_history, write_history_csv
 from x2vlm_core.training.optim import build_optimizer, build_scheduler
@@ -211,10 +211,7 @@ def _train(
             state_of = "none usable" if cache.is_file() else "none yet"
             print(f"compile cache: {loaded} artifacts from {cache}" if loaded else
                   f"compile cache: {state_of} at {cache}; compiling from scratch", file=sys.stderr)
-        if t.compile == "encoders":
-            model.compile_encoders()
-        else:  # the whole step, losses included; in place, so state-dict keys stay the eager ones
-            job.step.compile()
+        compile_in_place(t.compile, model, job.step)
     optimizer = build_optimizer(model, t, job.new_parameters, fused=fabric.device.type == "cuda")
     scheduler = build_scheduler(optimizer, t.warmup_steps, t.steps)
     wrapped, optimizer = fabric.setup(job.step, optimizer)

@@ -180,7 +180,8 @@ def _noise_jpeg(size: tuple[int, int] = (256, 256)) -> bytes:
 def test_a_jpeg_cut_inside_its_image_data_is_unreadable() -> None:
     """Past the header: PIL opens it and reads its size, the fast decoder meets the cut and PIL, asked next,
     names it."""
-    cut = _noise_jpeg()[: 2 * len(_noise_jpeg()) // 3]
+    data = _noise_jpeg()
+    cut = data[: 2 * len(data) // 3]
     with Image.open(io.BytesIO(cut)) as im:
         assert im.size == (256, 256)
     with pytest.raises(BadRecord, match="truncated") as bad:
